@@ -1,0 +1,491 @@
+"""Configuration: router.yaml and one file per supplier in suppliers.d/.
+
+Everything is read strictly into frozen attrs values: unknown keys, wrong
+types, bad ranges, unknown plugins and skus nobody supplies are errors that
+name the file and the key path. Every problem in every file is collected and
+raised together as one ``ConfigError``.
+
+Secrets (every value under a supplier's ``credentials``) come from
+``${ENV}`` substitution or from ``NAME_file`` keys that point at a file; they
+are held in ``Secret``, whose repr is ``***``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import yaml
+
+from . import _schema as s
+from .errors import ConfigError, Problem
+from .money import load_yaml
+
+if TYPE_CHECKING:
+    from .plugin import PluginRegistry
+
+SUPPLIER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A credential. Shows as ``***`` in every repr, str and format."""
+
+    _value: str = attrs.field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+
+@attrs.frozen
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, value: object) -> HostPort:
+        text = s.as_str(value).strip()
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, such as 127.0.0.1:9464")
+        return cls(host, int(port))
+
+
+@attrs.frozen
+class ApiConfig:
+    socket: Path
+    socket_mode: int = 0o660
+
+
+@attrs.frozen
+class MetricsConfig:
+    listen: HostPort | None
+
+
+@attrs.frozen
+class CallbacksConfig:
+    listen: HostPort | None
+    public_url: str | None
+
+
+@attrs.frozen
+class JournalConfig:
+    path: Path
+
+
+@attrs.frozen
+class RoutingConfig:
+    #: tries of a submit whose request never left (connection refused, ...)
+    submit_retries: int = 3
+    #: first back-off between those tries; doubles each time
+    retry_backoff_s: float = 0.2
+    #: longest RATE_LIMITED retry_after honoured before failing over
+    max_rate_limit_wait_s: float = 5.0
+
+
+@attrs.frozen
+class OrdersConfig:
+    default_deadline_s: float = 600.0
+    max_deadline_s: float = 86400.0
+    reconcile_limit_s: float = 7200.0
+    #: upper bound for a request's wait_s
+    max_wait_s: float = 60.0
+    #: orders not yet final that the daemon holds before answering 503
+    max_open: int = 100_000
+
+
+@attrs.frozen
+class Limits:
+    rate_per_s: float = 20.0
+    max_in_flight: int = 50
+    timeout_s: float = 10.0
+
+
+@attrs.frozen
+class Offer:
+    sku: str
+    product_id: str
+    price: Decimal
+
+
+@attrs.frozen
+class Simulate:
+    """How an in-process simulated upstream behaves (see kamen_router.sim)."""
+
+    latency_ms: tuple[float, float] = (5.0, 20.0)
+    fail_rate: float = 0.0
+    timeout_rate: float = 0.0
+    pending_rate: float = 0.0
+    pending_s: float = 2.0
+    unknown_rate: float = 0.0
+    balance: Decimal = Decimal(100000)
+    stock: int | None = None
+    seed: int | None = None
+    listen: HostPort = HostPort("127.0.0.1", 0)
+
+
+@attrs.frozen
+class SupplierConfig:
+    name: str
+    file: Path
+    plugin: str
+    enabled: bool
+    endpoint: str | None
+    credentials: Mapping[str, Secret] = attrs.field(repr=lambda c: "{" + ", ".join(f"{k!r}: ***" for k in c) + "}")
+    limits: Limits = Limits()
+    offers: Mapping[str, Offer] = attrs.Factory(dict)
+    simulate: Simulate | None = None
+
+
+@attrs.frozen
+class SkuConfig:
+    sku: str
+    name: str | None = None
+
+
+@attrs.frozen
+class RouterConfig:
+    file: Path
+    api: ApiConfig
+    metrics: MetricsConfig
+    callbacks: CallbacksConfig
+    journal: JournalConfig
+    suppliers_dir: Path
+    plugins_dir: Path | None
+    routing: RoutingConfig
+    orders: OrdersConfig
+    skus: Mapping[str, SkuConfig]
+    suppliers: Mapping[str, SupplierConfig]
+
+    def offers_for(self, sku: str) -> list[tuple[SupplierConfig, Offer]]:
+        return [(sup, sup.offers[sku]) for sup in self.suppliers.values() if sku in sup.offers]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_yaml(path: Path, problems: s.Problems) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.add("", "file not found")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add("", f"cannot read: {exc.__class__.__name__}")
+        return None
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problems.add("", f"not valid YAML: {where}{getattr(exc, 'problem', None) or 'parse error'}")
+        return None
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _socket_mode(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
+        mode = int(value, 8)
+    else:
+        raise ValueError('expected an octal mode such as "0660"')
+    if not 0 <= mode <= 0o777:
+        raise ValueError('expected an octal mode such as "0660"')
+    return mode
+
+
+def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
+    def rel(value: object) -> Path:
+        p = Path(s.as_str(value))
+        return p if p.is_absolute() else base / p
+
+    api = node.child("api")
+    metrics = node.child("metrics")
+    callbacks = node.child("callbacks")
+    journal = node.child("journal")
+    routing = node.child("routing")
+    orders = node.child("orders")
+    d = RoutingConfig()
+    o = OrdersConfig()
+    out = dict(
+        api=ApiConfig(
+            socket=api.get("socket", rel, base / "run/orders.sock"),
+            socket_mode=api.get("socket_mode", _socket_mode, 0o660),
+        ),
+        metrics=MetricsConfig(listen=metrics.get("listen", HostPort.parse, None)),
+        callbacks=CallbacksConfig(
+            listen=callbacks.get("listen", HostPort.parse, None),
+            public_url=callbacks.get(
+                "public_url",
+                s.as_str,
+                None,
+                check=lambda u: None if re.match(r"^https?://", u) else "must be an http(s) URL",
+            ),
+        ),
+        journal=JournalConfig(path=journal.get("path", rel, base / "var/journal.sqlite3")),
+        suppliers_dir=node.get("suppliers_dir", rel, base / "suppliers.d"),
+        plugins_dir=node.get("plugins_dir", rel, None),
+        routing=RoutingConfig(
+            submit_retries=routing.get("submit_retries", s.as_int, d.submit_retries, check=s.between(1, 20)),
+            retry_backoff_s=routing.get("retry_backoff_s", s.as_float, d.retry_backoff_s, check=s.between(0, 60)),
+            max_rate_limit_wait_s=routing.get(
+                "max_rate_limit_wait_s", s.as_float, d.max_rate_limit_wait_s, check=s.between(0, 600)
+            ),
+        ),
+        orders=OrdersConfig(
+            default_deadline_s=orders.get(
+                "default_deadline_s", s.as_float, o.default_deadline_s, check=s.between(1, 86400)
+            ),
+            max_deadline_s=orders.get("max_deadline_s", s.as_float, o.max_deadline_s, check=s.between(1, 7 * 86400)),
+            reconcile_limit_s=orders.get(
+                "reconcile_limit_s", s.as_float, o.reconcile_limit_s, check=s.between(1, 30 * 86400)
+            ),
+            max_wait_s=orders.get("max_wait_s", s.as_float, o.max_wait_s, check=s.between(0, 3600)),
+            max_open=orders.get("max_open", s.as_int, o.max_open, check=s.between(1, 10_000_000)),
+        ),
+    )
+    skus: dict[str, SkuConfig] = {}
+    sku_node = node.child("skus")
+    for sku in sku_node.data:
+        sku_node._seen.add(sku)
+        if not isinstance(sku, str) or not SKU.match(sku):
+            sku_node.error(sku, "not a valid sku (letters, digits and _.:- only, at most 64)")
+            continue
+        entry = sku_node.child(sku)
+        skus[sku] = SkuConfig(sku=sku, name=entry.get("name", s.as_str, None))
+        entry.finish()
+    out["skus"] = skus
+    for part in (api, metrics, callbacks, journal, routing, orders, node):
+        part.finish()
+    return out
+
+
+def _substitute(text: str, node: s.Node, key: str) -> str | None:
+    missing = [m for m in _ENV_REF.findall(text) if m not in os.environ]
+    if missing:
+        node.error(key, f"environment variable {missing[0]} is not set")
+        return None
+    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], text)
+
+
+def _read_credentials(node: s.Node, base: Path) -> dict[str, Secret]:
+    creds: dict[str, Secret] = {}
+    for key in node.data:
+        node._seen.add(key)
+        if not isinstance(key, str):
+            node.error(key, "credential names must be strings")
+            continue
+        value = node.data[key]
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            node.error(key, f"expected a string, got {s.type_name(value)}")
+            continue
+        text = _substitute(str(value), node, key)
+        if text is None:
+            continue
+        if key.endswith("_file"):
+            name = key[: -len("_file")]
+            path = Path(text) if Path(text).is_absolute() else base / text
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                node.error(key, f"cannot read secret file {path}: {exc.__class__.__name__}")
+                continue
+            if name in creds or name in node.data:
+                node.error(key, f"{name} is given twice (directly and as {key})")
+                continue
+        else:
+            name = key
+        creds[name] = Secret(text)
+    return creds
+
+
+def _read_simulate(node: s.Node) -> Simulate:
+    d = Simulate()
+
+    def latency(value: object) -> tuple[float, float]:
+        if isinstance(value, list) and len(value) == 2:
+            lo, hi = s.as_float(value[0]), s.as_float(value[1])
+            if 0 <= lo <= hi <= 600_000:
+                return (lo, hi)
+        raise ValueError("expected [low, high] in milliseconds, 0 <= low <= high")
+
+    rate = s.between(0, 1)
+    sim = Simulate(
+        latency_ms=node.get("latency_ms", latency, d.latency_ms),
+        fail_rate=node.get("fail_rate", s.as_float, 0.0, check=rate),
+        timeout_rate=node.get("timeout_rate", s.as_float, 0.0, check=rate),
+        pending_rate=node.get("pending_rate", s.as_float, 0.0, check=rate),
+        pending_s=node.get("pending_s", s.as_float, d.pending_s, check=s.between(0, 86400)),
+        unknown_rate=node.get("unknown_rate", s.as_float, 0.0, check=rate),
+        balance=node.get("balance", s.as_money, d.balance),
+        stock=node.get("stock", s.as_int, None, check=s.between(0, None)),
+        seed=node.get("seed", s.as_int, None),
+        listen=node.get("listen", HostPort.parse, d.listen),
+    )
+    total = sim.fail_rate + sim.timeout_rate + sim.pending_rate + sim.unknown_rate
+    if total > 1:
+        node.error("fail_rate", "fail_rate + timeout_rate + pending_rate + unknown_rate must be at most 1")
+    node.finish()
+    return sim
+
+
+def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | None) -> SupplierConfig | None:
+    """Read one supplier file; problems go to ``sink``."""
+    problems = s.Problems(_display(path), sink)
+    before = len(sink)
+    name = path.stem
+    if not SUPPLIER_NAME.match(name):
+        problems.add("", "the file name must be a supplier name: lower-case letters, digits, _ and -")
+    data = _read_yaml(path, problems)
+    if len(sink) > before and data is None:
+        return None
+    node = s.Node(problems, data)
+    if not node.ok:
+        return None
+    plugin = node.get("plugin", s.as_str)
+    if plugin is not None and plugins is not None and plugin not in plugins:
+        known = ", ".join(sorted(plugins)) or "none"
+        node.error("plugin", f"unknown plugin {plugin!r} (known: {known})")
+    simulate_node = node.child("simulate") if "simulate" in node.data else None
+    simulate = _read_simulate(simulate_node) if simulate_node is not None else None
+    endpoint = node.get(
+        "endpoint",
+        s.as_str,
+        None,
+        check=lambda u: None if re.match(r"^https?://[^\s]+$", u) else "must be an http(s) URL",
+    )
+    if endpoint is not None:
+        endpoint = _substitute(endpoint, node, "endpoint")
+    if endpoint is None and simulate is None and "endpoint" not in node.data:
+        node.error("endpoint", "is required (unless the supplier has a simulate block)")
+    cred_node = node.child("credentials")
+    credentials = _read_credentials(cred_node, path.parent)
+    if plugin is not None and plugins is not None and plugin in plugins:
+        for needed in sorted(plugins[plugin].required_credentials):
+            if needed not in credentials and not any(p.key.startswith(f"credentials.{needed}") for p in sink[before:]):
+                cred_node.error(needed, f"is required by plugin {plugin!r}")
+    limits_node = node.child("limits")
+    dl = Limits()
+    limits = Limits(
+        rate_per_s=limits_node.get("rate_per_s", s.as_float, dl.rate_per_s, check=s.positive),
+        max_in_flight=limits_node.get("max_in_flight", s.as_int, dl.max_in_flight, check=s.between(1, 100_000)),
+        timeout_s=limits_node.get("timeout_s", s.as_float, dl.timeout_s, check=s.between(0.1, 600)),
+    )
+    limits_node.finish()
+    offers: dict[str, Offer] = {}
+    offers_node = node.child("offers")
+    if not offers_node.data and offers_node.ok:
+        node.error("offers", "must list at least one sku")
+    for sku in offers_node.data:
+        offers_node._seen.add(sku)
+        if not isinstance(sku, str) or not SKU.match(sku):
+            offers_node.error(sku, "not a valid sku (letters, digits and _.:- only, at most 64)")
+            continue
+        entry = offers_node.child(sku)
+        product_id = entry.get("product_id", lambda v: str(s.as_int(v)) if isinstance(v, int) else s.as_str(v))
+        price = entry.get("price", s.as_money)
+        entry.finish()
+        if product_id is not None and price is not None:
+            offers[sku] = Offer(sku=sku, product_id=product_id, price=price)
+    enabled = node.get("enabled", s.as_bool, True)
+    node.finish()
+    if len(sink) > before:
+        return None
+    return SupplierConfig(
+        name=name,
+        file=path,
+        plugin=plugin,
+        enabled=enabled,
+        endpoint=endpoint,
+        credentials=credentials,
+        limits=limits,
+        offers=offers,
+        simulate=simulate,
+    )
+
+
+def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = None) -> RouterConfig:
+    """Load and validate router.yaml and every ``*.yaml`` in its suppliers_dir.
+
+    ``plugins`` is the registry the ``plugin:`` keys are checked against; when
+    None, the registry is discovered from entry points and ``plugins_dir``.
+    Raises ``ConfigError`` listing every problem found.
+    """
+    from .plugin import load_plugins
+    from .errors import PluginError
+
+    file = Path(path).absolute()
+    sink: list[Problem] = []
+    problems = s.Problems(_display(file), sink)
+    data = _read_yaml(file, problems)
+    if sink:
+        raise ConfigError(sink)
+    node = s.Node(problems, data)
+    if not node.ok:
+        raise ConfigError(sink)
+    fields = _read_router(node, file.parent)
+    if sink:
+        raise ConfigError(sink)
+    if plugins is None:
+        try:
+            plugins = load_plugins(fields["plugins_dir"])
+        except PluginError as exc:
+            raise ConfigError([Problem(_display(file), "plugins_dir", str(exc))]) from None
+    suppliers: dict[str, SupplierConfig] = {}
+    sdir: Path = fields["suppliers_dir"]
+    if not sdir.is_dir():
+        problems.add("suppliers_dir", f"{_display(sdir)} is not a directory")
+        raise ConfigError(sink)
+    files = sorted(p for p in sdir.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    for supplier_file in files:
+        supplier = read_supplier(supplier_file, sink, plugins)
+        if supplier is not None:
+            if supplier.name in suppliers:
+                s.Problems(_display(supplier_file), sink).add("", f"supplier {supplier.name!r} is defined twice")
+            suppliers[supplier.name] = supplier
+    if not files:
+        problems.add("suppliers_dir", f"no supplier files (*.yaml) in {_display(sdir)}")
+    skus: dict[str, SkuConfig] = dict(fields["skus"])
+    offered = {sku for sup in suppliers.values() for sku in sup.offers}
+    if skus:
+        for sku in sorted(skus):
+            if sku not in offered:
+                problems.add(f"skus.{sku}", "no supplier offers this sku")
+        for sup in suppliers.values():
+            for sku in sup.offers:
+                if sku not in skus:
+                    s.Problems(_display(sup.file), sink).add(
+                        f"offers.{sku}", "not a sku listed under skus: in router.yaml"
+                    )
+    else:
+        skus = {sku: SkuConfig(sku=sku) for sku in sorted(offered)}
+    if sink:
+        raise ConfigError(sink)
+    fields["skus"] = skus
+    return RouterConfig(file=file, suppliers=suppliers, **fields)

@@ -1,0 +1,260 @@
+"""The plugin contract, plugin discovery and load-time validation.
+
+A plugin is a class that speaks one supplier protocol. The daemon makes one
+instance per configured supplier (``Plugin(context)``) and calls its async
+``submit``, ``query`` and ``balance``. Plugins come from the
+``kamen_router.plugins`` entry-point group and from ``*.py`` files in
+``plugins_dir`` (each defining ``PLUGIN = TheClass``), and are validated when
+loaded: a malformed plugin is an error naming the plugin, where it came from
+and what is wrong, never a surprise at the first order.
+
+How a plugin reports errors:
+
+- return an outcome (``kamen_router.outcome``) for every reply it understood;
+- raise ``SupplierUnreachable`` when nothing was sent (the router retries);
+- anything else it raises is taken as UNKNOWN: the request may have been
+  taken, so the order will not fail over.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Collection, Mapping
+from decimal import Decimal
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+import httpx
+
+from .config import Secret, Simulate, SupplierConfig
+from .errors import PluginError, SupplierUnreachable
+from .outcome import Outcome
+
+ENTRY_POINT_GROUP = "kamen_router.plugins"
+
+
+@attrs.frozen
+class QuerySchedule:
+    """How the router follows an attempt the plugin reported PENDING or UNKNOWN."""
+
+    #: delay before the first query
+    first_query_s: float = 1.0
+    #: delay between queries; grows by ``backoff`` up to ``max_interval_s``
+    interval_s: float = 2.0
+    backoff: float = 1.5
+    max_interval_s: float = 600.0
+    #: how long a NOT_FOUND answer must last before the attempt counts as failed
+    not_found_grace_s: float = 300.0
+    #: whether resubmitting the same attempt key after NOT_FOUND is safe
+    resubmit_safe: bool = False
+
+
+@attrs.frozen
+class SubmitRequest:
+    """One attempt, as a plugin sees it."""
+
+    attempt_key: str
+    order_id: str
+    sku: str
+    product_id: str
+    quantity: int
+    #: the unit price the router expects to pay (catalog or configured)
+    unit_price: Decimal
+    #: the storefront's ceiling per unit, when it set one
+    max_price: Decimal | None
+    account: str | None = attrs.field(default=None, repr=False)
+    fields: Mapping[str, str] = attrs.Factory(dict)
+    #: where the supplier should send its callback, when the daemon has one
+    callback_url: str | None = None
+
+
+@attrs.frozen
+class SupplierContext:
+    """What a plugin instance gets: its supplier's config and the shared client."""
+
+    supplier: SupplierConfig
+    #: the endpoint to use (a simulator's address when the supplier is simulated)
+    endpoint: str
+    http: httpx.AsyncClient
+    callback_url: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.supplier.name
+
+    @property
+    def credentials(self) -> Mapping[str, Secret]:
+        return self.supplier.credentials
+
+    @property
+    def timeout_s(self) -> float:
+        return self.supplier.limits.timeout_s
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """An in-process upstream that speaks one plugin's protocol."""
+
+    async def __call__(self, request: Any) -> Any: ...
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    """One supplier protocol, bound to one supplier."""
+
+    name: ClassVar[str]
+    required_credentials: ClassVar[Collection[str]]
+    schedule: ClassVar[QuerySchedule]
+
+    def __init__(self, context: SupplierContext) -> None: ...
+
+    async def submit(self, request: SubmitRequest) -> Outcome: ...
+
+    async def query(self, request: SubmitRequest) -> Outcome: ...
+
+    async def balance(self) -> Decimal | None: ...
+
+
+#: ``(supplier config, simulate block) -> http handler`` serving that protocol
+SimulatorFactory = Any
+
+PluginRegistry = Mapping[str, type[Plugin]]
+
+
+# ------------------------------------------------------------- validation
+
+_ASYNC_METHODS = {"submit": 1, "query": 1, "balance": 0}
+
+
+def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
+    """Check ``cls`` honours the plugin contract; raise PluginError naming
+    the plugin, its origin and every fault found."""
+    where = f"plugin {name!r} ({origin})"
+    if not inspect.isclass(cls):
+        raise PluginError(f"{where}: expected a class, got {type(cls).__name__}")
+    faults: list[str] = []
+    declared = getattr(cls, "name", None)
+    if declared != name:
+        faults.append(f"name is {declared!r}, expected {name!r}")
+    creds = getattr(cls, "required_credentials", None)
+    if isinstance(creds, str) or not isinstance(creds, Collection) or not all(isinstance(c, str) for c in creds):
+        faults.append("required_credentials must be a collection of strings")
+    if not isinstance(getattr(cls, "schedule", None), QuerySchedule):
+        faults.append("schedule must be a QuerySchedule")
+    for method, nargs in _ASYNC_METHODS.items():
+        fn = getattr(cls, method, None)
+        if fn is None:
+            faults.append(f"missing method: async def {method}(self{', request' if nargs else ''})")
+            continue
+        if not inspect.iscoroutinefunction(fn):
+            faults.append(f"{method} must be a coroutine function (async def)")
+            continue
+        params = list(inspect.signature(fn).parameters.values())[1:]
+        required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(required) != nargs or (nargs and len(params) < nargs):
+            faults.append(f"{method} must take {nargs} argument(s) after self, takes {len(required)}")
+    try:
+        init = inspect.signature(cls)
+        init.bind(object())
+    except (TypeError, ValueError):
+        faults.append("the constructor must take one argument, the SupplierContext")
+    simulator = getattr(cls, "simulator", None)
+    if simulator is not None and not callable(simulator):
+        faults.append("simulator, when set, must be callable")
+    if faults:
+        raise PluginError(f"{where}: " + "; ".join(faults))
+    return cls  # type: ignore[return-value]
+
+
+def _load_file(path: Path) -> type[Plugin]:
+    name = path.stem
+    module_name = f"kamen_router_plugins.{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin {name!r} ({path}): cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PluginError(f"plugin {name!r} ({path}): import failed: {exc.__class__.__name__}: {exc}") from exc
+    cls = getattr(module, "PLUGIN", None)
+    if cls is None:
+        raise PluginError(f"plugin {name!r} ({path}): the module defines no PLUGIN")
+    return validate_plugin(cls, name, str(path))
+
+
+def load_plugins(plugins_dir: Path | None) -> dict[str, type[Plugin]]:
+    """Every plugin from the entry-point group and from ``plugins_dir``.
+
+    A name found twice is an error: silently preferring one copy would route
+    real money through code the operator did not mean to run.
+    """
+    found: dict[str, tuple[type[Plugin], str]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"entry point {ep.value}"
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} ({origin}): import failed: {exc.__class__.__name__}: {exc}") from exc
+        if ep.name in found and found[ep.name][1] != origin:
+            raise PluginError(f"plugin {ep.name!r} is defined twice: {found[ep.name][1]} and {origin}")
+        found[ep.name] = (validate_plugin(cls, ep.name, origin), origin)
+    if plugins_dir is not None and plugins_dir.is_dir():
+        for path in sorted(plugins_dir.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            if path.stem in found:
+                raise PluginError(f"plugin {path.stem!r} is defined twice: {found[path.stem][1]} and {path}")
+            found[path.stem] = (_load_file(path), str(path))
+    return {name: cls for name, (cls, _) in found.items()}
+
+
+# ------------------------------------------------- helpers for plugin authors
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    timeout_s: float,
+    content: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """Send one request; translate "nothing was sent" into SupplierUnreachable.
+
+    Every other transport error (a read timeout, a reset after the request
+    went out) propagates unchanged and the router takes it as UNKNOWN. The
+    message of SupplierUnreachable carries no URL, since query strings may
+    hold credentials.
+    """
+    try:
+        return await http.request(
+            method, url, content=content, headers=headers, params=params, timeout=timeout_s
+        )
+    except _NOT_SENT as exc:
+        raise SupplierUnreachable(exc.__class__.__name__) from exc
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Plugin",
+    "PluginRegistry",
+    "QuerySchedule",
+    "Simulate",
+    "SimulatorFactory",
+    "SubmitRequest",
+    "SupplierContext",
+    "load_plugins",
+    "send",
+    "validate_plugin",
+]
