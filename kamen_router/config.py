@@ -374,15 +374,14 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         node.error("plugin", f"unknown plugin {plugin!r} (known: {known})")
     simulate_node = node.child("simulate") if "simulate" in node.data else None
     simulate = _read_simulate(simulate_node) if simulate_node is not None else None
-    endpoint = node.get(
-        "endpoint",
-        s.as_str,
-        None,
-        check=lambda u: None if re.match(r"^https?://[^\s]+$", u) else "must be an http(s) URL",
-    )
+    endpoint = node.get("endpoint", s.as_str, None)
     if endpoint is not None:
+        # substitute first: "${SUPPLIER_URL}" is only a URL once expanded
         endpoint = _substitute(endpoint, node, "endpoint")
-    if endpoint is None and simulate is None and "endpoint" not in node.data:
+        if endpoint is not None and not re.match(r"^https?://[^\s]+$", endpoint):
+            node.error("endpoint", "must be an http(s) URL")
+            endpoint = None
+    if endpoint is None and simulate is None and not any(p.key == "endpoint" for p in sink[before:]):
         node.error("endpoint", "is required (unless the supplier has a simulate block)")
     cred_node = node.child("credentials")
     credentials = _read_credentials(cred_node, path.parent)
@@ -450,18 +449,23 @@ def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = N
     if not node.ok:
         raise ConfigError(sink)
     fields = _read_router(node, file.parent)
-    if sink:
+    router_keys = {p.key.split(".")[0] for p in sink}
+    pdir: Path | None = fields["plugins_dir"]
+    if "plugins_dir" not in router_keys and pdir is not None and not pdir.is_dir():
+        problems.add("plugins_dir", f"{_display(pdir)} is not a directory")
+    sdir: Path = fields["suppliers_dir"]
+    if "suppliers_dir" not in router_keys and not sdir.is_dir():
+        problems.add("suppliers_dir", f"{_display(sdir)} is not a directory")
+    # Other problems in router.yaml do not stop the supplier files from being
+    # checked too; without knowing where suppliers and plugins are, they do.
+    if any(p.key.split(".")[0] in ("plugins_dir", "suppliers_dir") for p in sink):
         raise ConfigError(sink)
     if plugins is None:
         try:
-            plugins = load_plugins(fields["plugins_dir"])
+            plugins = load_plugins(pdir)
         except PluginError as exc:
-            raise ConfigError([Problem(_display(file), "plugins_dir", str(exc))]) from None
+            raise ConfigError([*sink, Problem(_display(file), "plugins_dir", str(exc))]) from None
     suppliers: dict[str, SupplierConfig] = {}
-    sdir: Path = fields["suppliers_dir"]
-    if not sdir.is_dir():
-        problems.add("suppliers_dir", f"{_display(sdir)} is not a directory")
-        raise ConfigError(sink)
     files = sorted(p for p in sdir.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
     for supplier_file in files:
         supplier = read_supplier(supplier_file, sink, plugins)
@@ -474,15 +478,20 @@ def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = N
     skus: dict[str, SkuConfig] = dict(fields["skus"])
     offered = {sku for sup in suppliers.values() for sku in sup.offers}
     if skus:
-        for sku in sorted(skus):
-            if sku not in offered:
-                problems.add(f"skus.{sku}", "no supplier offers this sku")
-        for sup in suppliers.values():
-            for sku in sup.offers:
-                if sku not in skus:
-                    s.Problems(_display(sup.file), sink).add(
-                        f"offers.{sku}", "not a sku listed under skus: in router.yaml"
-                    )
+        # A supplier file that failed to load may offer any sku, and a bad
+        # skus: section is incomplete: skip the cross-checks they would
+        # turn into false alarms.
+        if len(suppliers) == len(files):
+            for sku in sorted(skus):
+                if sku not in offered:
+                    problems.add(f"skus.{sku}", "no supplier offers this sku")
+        if "skus" not in router_keys:
+            for sup in suppliers.values():
+                for sku in sup.offers:
+                    if sku not in skus:
+                        s.Problems(_display(sup.file), sink).add(
+                            f"offers.{sku}", "not a sku listed under skus: in router.yaml"
+                        )
     else:
         skus = {sku: SkuConfig(sku=sku) for sku in sorted(offered)}
     if sink:

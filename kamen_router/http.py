@@ -277,8 +277,19 @@ class HttpServer:
                 conn.next_event()
             with trio.move_on_after(1):
                 await _send_response(stream, conn, Response.error(status, code, message), close=True)
+                await _linger(stream)
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then discard what the client is still sending (bounded by
+    the caller's deadline): closing with unread input makes the kernel send a
+    reset, and the client would lose the error reply it has not read yet."""
+    if isinstance(stream, trio.SocketStream):
+        await stream.send_eof()
+    while await stream.receive_some(65536):
+        pass
 
 
 def _keep_alive(head: h11.Request) -> bool:

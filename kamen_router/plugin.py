@@ -157,6 +157,8 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
         required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(required) != nargs or (nargs and len(params) < nargs):
             faults.append(f"{method} must take {nargs} argument(s) after self, takes {len(required)}")
+        elif any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+            faults.append(f"{method} must not require keyword-only arguments: the router passes none")
     try:
         init = inspect.signature(cls)
         init.bind(object())
@@ -180,7 +182,7 @@ def _load_file(path: Path) -> type[Plugin]:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(module_name, None)
         raise PluginError(f"plugin {name!r} ({path}): import failed: {exc.__class__.__name__}: {exc}") from exc
     cls = getattr(module, "PLUGIN", None)
@@ -200,7 +202,7 @@ def load_plugins(plugins_dir: Path | None) -> dict[str, type[Plugin]]:
         origin = f"entry point {ep.value}"
         try:
             cls = ep.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PluginError(f"plugin {ep.name!r} ({origin}): import failed: {exc.__class__.__name__}: {exc}") from exc
         if ep.name in found and found[ep.name][1] != origin:
             raise PluginError(f"plugin {ep.name!r} is defined twice: {found[ep.name][1]} and {origin}")

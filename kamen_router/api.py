@@ -1,0 +1,166 @@
+"""The order API on the Unix socket: HTTP/1.1 with JSON bodies.
+
+``POST /v1/orders``, ``GET /v1/orders/{order_id}``, ``GET /v1/route?sku=``,
+``GET /healthz``. Request bodies are validated strictly (types, lengths,
+character sets, bounds, unknown fields); a bad one gets a 400 naming the
+field and changes nothing. See docs/api.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from .config import RouterConfig
+from .dispatch import Dispatcher, NotReady, OrderConflict, Overloaded
+from .http import BadRequest, Request, Response
+from .money import parse_money
+from .orders import FINAL, OrderRequest
+
+ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ACCOUNT = re.compile(r"^[A-Za-z0-9@._+-]{1,64}$")
+FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+MAX_QUANTITY = 1000
+MAX_FIELDS = 16
+_ORDER_KEYS = {"order_id", "sku", "quantity", "account", "fields", "max_price", "deadline_s", "wait_s"}
+
+
+def _invalid(field: str, message: str) -> BadRequest:
+    return BadRequest(f"{field}: {message}", code="invalid_order")
+
+
+def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise _invalid(key, "must be a number")
+    result = float(value)
+    if not low <= result <= high:
+        raise _invalid(key, f"must be between {low:g} and {high:g}")
+    return result
+
+
+def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float]:
+    """Validate a POST body; returns the order request and its wait_s."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_order")
+    unknown = sorted(set(body) - _ORDER_KEYS)
+    if unknown:
+        raise _invalid(unknown[0], "unknown field")
+    order_id = body.get("order_id")
+    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
+        raise _invalid("order_id", "required: 1-64 characters, letters, digits and _.:- (first a letter or digit)")
+    sku = body.get("sku")
+    if not isinstance(sku, str) or not sku:
+        raise _invalid("sku", "required: a string")
+    if sku not in config.skus:
+        raise BadRequest(f"sku: unknown sku {sku[:64]!r}", code="unknown_sku")
+    quantity = body.get("quantity", 1)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
+        raise _invalid("quantity", f"must be an integer from 1 to {MAX_QUANTITY}")
+    account = body.get("account")
+    if account is not None and (not isinstance(account, str) or not ACCOUNT.match(account)):
+        raise _invalid("account", "must be 1-64 characters: letters, digits and @._+-")
+    fields = body.get("fields") or {}
+    if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
+        raise _invalid("fields", f"must be an object of at most {MAX_FIELDS} string values")
+    for name, value in fields.items():
+        if not FIELD_NAME.match(name) or not isinstance(value, str) or len(value) > 128 or "\x00" in value:
+            raise _invalid("fields", "names are identifiers; values strings of at most 128 characters")
+    max_price = None
+    if body.get("max_price") is not None:
+        max_price = parse_money(body["max_price"])
+        if max_price is None or max_price <= 0:
+            raise _invalid("max_price", "must be a positive decimal, such as 99.50 or \"99.50\"")
+    orders = config.orders
+    deadline = _number(body, "deadline_s", 1, orders.max_deadline_s)
+    wait = _number(body, "wait_s", 0, orders.max_wait_s)
+    request = OrderRequest(
+        order_id=order_id,
+        sku=sku,
+        quantity=quantity,
+        account=account,
+        fields=dict(fields),
+        max_price=max_price,
+        deadline_s=orders.default_deadline_s if deadline is None else deadline,
+    )
+    return request, wait or 0.0
+
+
+class OrderApi:
+    """The handler behind the order socket."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    @property
+    def config(self) -> RouterConfig:
+        return self.dispatcher.config
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if path == "/v1/orders":
+            if request.method != "POST":
+                return _method_not_allowed("POST")
+            return await self.post_order(request)
+        if path.startswith("/v1/orders/"):
+            if request.method != "GET":
+                return _method_not_allowed("GET")
+            return await self.get_order(path[len("/v1/orders/") :], request)
+        if path == "/v1/route":
+            if request.method != "GET":
+                return _method_not_allowed("GET")
+            sku = request.query_one("sku")
+            if not sku or sku not in self.config.skus:
+                return Response.error(400, "unknown_sku", "give a configured sku: /v1/route?sku=...")
+            return Response.json(200, self.dispatcher.route(sku).to_json())
+        if path == "/healthz":
+            ready = self.dispatcher.ready
+            return Response.json(200 if ready else 503, {"status": "ok" if ready else "starting"})
+        return Response.error(404, "not_found", f"no such endpoint: {request.method} {path[:100]}")
+
+    async def post_order(self, request: Request) -> Response:
+        order_request, wait_s = parse_order(request.json(), self.config)
+        try:
+            order, _created = await self.dispatcher.submit(order_request)
+        except OrderConflict as exc:
+            reply = exc.existing.to_json()
+            reply["error"] = {"code": "conflict", "message": "this order_id exists with a different body"}
+            return Response.json(409, reply)
+        except Overloaded:
+            return Response.error(503, "overloaded", "too many open orders; retry later")
+        except NotReady:
+            return Response.error(503, "starting", "the daemon is recovering; retry shortly")
+        if wait_s > 0 and not order.settled:
+            order = await self.dispatcher.wait(order, wait_s)
+        return Response.json(200 if order.state in FINAL else 202, order.to_json())
+
+    async def get_order(self, order_id: str, request: Request) -> Response:
+        if not ORDER_ID.match(order_id):
+            return Response.error(400, "invalid_order", "order_id: not a valid order id")
+        wait_raw = request.query_one("wait_s")
+        wait_s = 0.0
+        if wait_raw is not None:
+            try:
+                wait_s = float(wait_raw)
+            except ValueError:
+                return Response.error(400, "invalid_order", "wait_s: must be a number")
+            if not 0 <= wait_s <= self.config.orders.max_wait_s:
+                return Response.error(400, "invalid_order", f"wait_s: must be between 0 and {self.config.orders.max_wait_s:g}")
+        order = await self.dispatcher.get(order_id)
+        if order is None:
+            return Response.error(404, "not_found", f"no order {order_id}")
+        if wait_s > 0 and not order.settled:
+            order = await self.dispatcher.wait(order, wait_s)
+        return Response.json(200 if order.state in FINAL else 202, order.to_json())
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    return Response(
+        405,
+        Response.error(405, "method_not_allowed", f"use {allowed}").body,
+        headers=(("allow", allowed),),
+    )

@@ -1,0 +1,252 @@
+"""The ``kamen-router`` command.
+
+Every verb has ``--help``. Errors a user can cause (bad config, a daemon
+that is not running, a bad order) print one clear line per problem and exit
+non-zero; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from . import __version__
+from .config import RouterConfig, load_config, read_supplier
+from .errors import ApiError, ConfigError, KamenRouterError, Problem
+from .money import format_money
+
+DEFAULT_CONFIG = os.environ.get("KAMEN_ROUTER_CONFIG", "router.yaml")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+def _load(path: str) -> RouterConfig:
+    return load_config(path)
+
+
+def _print_errors(exc: ConfigError) -> None:
+    print(f"configuration has {len(exc.problems)} error(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ verbs
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{config.file}: OK, {len(config.suppliers)} suppliers, {len(config.skus)} skus")
+    print()
+    width = max(len(s) for s in config.skus)
+    for sku in config.skus:
+        offers = sorted(config.offers_for(sku), key=lambda so: (so[1].price, so[0].name))
+        parts = []
+        for supplier, offer in offers:
+            flag = "" if supplier.enabled else " (disabled)"
+            parts.append(f"{supplier.name} {format_money(offer.price)}{flag}")
+        if offers and not any(s.enabled for s, _ in offers):
+            parts.append("WARNING: no enabled supplier")
+        print(f"  {sku:<{width}}  " + ", ".join(parts))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import serve_daemon
+    from .plugin import load_plugins
+
+    config = _load(args.config)
+    plugins = load_plugins(config.plugins_dir)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_daemon, config, plugins)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logging.getLogger("kamen_router.daemon").info(
+                        "%s: shutting down", signal.Signals(signum).name
+                    )
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .config import HostPort, Simulate
+    from .daemon import serve_simulated_supplier
+    from .plugin import load_plugins
+
+    import attrs
+
+    plugins = load_plugins(Path(args.plugins_dir) if args.plugins_dir else None)
+    sink: list[Problem] = []
+    supplier = read_supplier(Path(args.config).absolute(), sink, plugins)
+    if supplier is None:
+        raise ConfigError(sink)
+    simulate = supplier.simulate or Simulate()
+    if args.listen:
+        try:
+            simulate = attrs.evolve(simulate, listen=HostPort.parse(args.listen))
+        except ValueError as exc:
+            raise ConfigError([Problem("--listen", "", str(exc))]) from None
+    supplier = attrs.evolve(supplier, simulate=simulate)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_simulated_supplier, plugins[supplier.plugin], supplier)
+            print(f"simulating {supplier.name} ({supplier.plugin}) on {url}", flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    return _load(args.config).api.socket
+
+
+def _client_call(args: argparse.Namespace, call: Any) -> int:
+    from .client import OrderClient
+
+    socket = _socket(args)
+    try:
+        with OrderClient(socket) as client:
+            reply = call(client)
+    except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError):
+        print(f"error: no daemon answers on {socket}; is `kamen-router run` running?", file=sys.stderr)
+        return 2
+    except httpx.TimeoutException:
+        print(f"error: the daemon on {socket} did not answer in time", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    json.dump(reply, sys.stdout, indent=2, ensure_ascii=False)
+    print()
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    fields = {}
+    for item in args.field or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --field takes NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 1
+        fields[key] = value
+    return _client_call(
+        args,
+        lambda c: c.submit(
+            args.order_id,
+            args.sku,
+            quantity=args.quantity,
+            account=args.account,
+            fields=fields or None,
+            max_price=args.max_price,
+            deadline_s=args.deadline,
+            wait_s=args.wait,
+        ),
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _client_call(args, lambda c: c.get(args.order_id, wait_s=args.wait))
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    return _client_call(args, lambda c: c.route(args.sku))
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kamen-router",
+        description="Route paid virtual-goods orders to the cheapest healthy supplier, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"kamen-router {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="router.yaml (default: %(default)s)")
+
+    def socket_arg(p: argparse.ArgumentParser) -> None:
+        config_arg(p)
+        p.add_argument("--socket", help="order socket path (default: api.socket from the config)")
+
+    p = sub.add_parser("run", help="run the daemon")
+    config_arg(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate the config and print the routing table")
+    config_arg(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("sim", help="run one supplier's simulated upstream standalone")
+    p.add_argument("-c", "--config", required=True, help="a supplier file, such as suppliers.d/NAME.yaml")
+    p.add_argument("--listen", help="host:port (default: simulate.listen, or a free port)")
+    p.add_argument("--plugins-dir", help="extra plugins directory")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("submit", help="submit an order through the running daemon")
+    socket_arg(p)
+    p.add_argument("order_id")
+    p.add_argument("sku")
+    p.add_argument("--account", help="phone number or game account to charge")
+    p.add_argument("--quantity", type=int)
+    p.add_argument("--max-price", help="ceiling per unit, such as 99.50")
+    p.add_argument("--deadline", type=float, metavar="SECONDS")
+    p.add_argument("--field", action="append", metavar="NAME=VALUE", help="extra field (repeatable)")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="wait for a final state (default: %(default)s)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show one order")
+    socket_arg(p)
+    p.add_argument("order_id")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for a final state")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("explain", help="show how the running daemon ranks suppliers for a sku")
+    socket_arg(p)
+    p.add_argument("sku")
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 1
+    except KamenRouterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

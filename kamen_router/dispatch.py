@@ -1,0 +1,396 @@
+"""The dispatcher: takes orders in, drives each one through its attempts to a
+settled state, and journals every transition before the action it enables.
+
+One trio task per open order. The rules that keep money safe live in
+``orders.Order`` (which refuses a second live attempt); this module adds the
+I/O: the journal, the plugins, retries of requests that never left, the
+query loop that follows PENDING and UNKNOWN attempts, and the waiters of the
+order API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+import tenacity
+import trio
+
+from .config import RouterConfig
+from .errors import KamenRouterError, SupplierUnreachable
+from .journal import Journal
+from .metrics import Metrics
+from .orders import AttemptState, Attempt, Order, OrderRequest, State, TransitionError
+from .outcome import Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
+from .plugin import Plugin, SubmitRequest
+from .routing import Ranking, rank
+
+log = logging.getLogger("kamen_router.orders")
+
+#: settled orders kept in memory for fast repeat answers
+RECENT_CAPACITY = 10_000
+#: longest a plugin call may take whatever its own timeout says; beyond it
+#: the reply is treated as UNKNOWN
+HARD_TIMEOUT_FACTOR = 2.0
+
+
+class OrderConflict(KamenRouterError):
+    """Raised when an order id is submitted again with a different body."""
+
+    def __init__(self, existing: Order) -> None:
+        super().__init__(f"order {existing.order_id} exists with a different body")
+        self.existing = existing
+
+
+class Overloaded(KamenRouterError):
+    """Raised when the daemon holds ``orders.max_open`` open orders already."""
+
+
+class NotReady(KamenRouterError):
+    """Raised when an order arrives before recovery has finished."""
+
+
+def mask(account: str | None) -> str:
+    """An account as logs show it: only its last four characters."""
+    if not account:
+        return "-"
+    return "*" * max(0, min(len(account) - 4, 8)) + account[-4:]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: RouterConfig,
+        clients: Mapping[str, Plugin],
+        journal: Journal,
+        metrics: Metrics,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clients = dict(clients)
+        self.journal = journal
+        self.metrics = metrics
+        self.wall = wall
+        self._open: dict[str, Order] = {}
+        self._recent: OrderedDict[str, Order] = OrderedDict()
+        self._intake: dict[str, trio.Event] = {}
+        self._changed: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.ready = False
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover every open order from the journal, then hold the order
+        tasks until cancelled. Reports started only after recovery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            recovered = await self.journal.open_orders()
+            for order in recovered:
+                self._open[order.order_id] = order
+                nursery.start_soon(self._drive, order)
+            self.metrics.open_orders.set(len(self._open))
+            if recovered:
+                log.info("recovered %d open orders from the journal", len(recovered))
+            self.ready = True
+            task_status.started()
+            await trio.sleep_forever()
+
+    # ---------------------------------------------------------------- intake
+
+    def _cached(self, order_id: str) -> Order | None:
+        order = self._open.get(order_id)
+        if order is None:
+            order = self._recent.get(order_id)
+            if order is not None:
+                self._recent.move_to_end(order_id)
+        return order
+
+    async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
+        """Take an order in. Returns (order, created). The same id with the
+        same body returns the existing order; with another body raises
+        ``OrderConflict``."""
+        if not self.ready or self._nursery is None:
+            raise NotReady("the daemon is still recovering")
+        while (pending := self._intake.get(request.order_id)) is not None:
+            await pending.wait()  # a concurrent POST of the same id is being journaled
+        existing = self._cached(request.order_id)
+        if existing is None:
+            existing = await self.journal.load(request.order_id)
+            if existing is not None:
+                self._remember(existing)
+        if existing is None and (pending := self._intake.get(request.order_id)) is not None:
+            await pending.wait()
+            existing = self._cached(request.order_id)
+        if existing is not None:
+            if existing.request.identity() != request.identity():
+                raise OrderConflict(existing)
+            return existing, False
+        if len(self._open) >= self.config.orders.max_open:
+            raise Overloaded(f"{len(self._open)} orders are open")
+        order = Order.receive(request, self.wall())
+        done = self._intake[request.order_id] = trio.Event()
+        try:
+            stored = await self.journal.create(order)
+        finally:
+            del self._intake[request.order_id]
+            done.set()
+        if stored is not None:  # lost a race with another intake path
+            self._remember(stored)
+            if stored.request.identity() != request.identity():
+                raise OrderConflict(stored)
+            return stored, False
+        self._open[order.order_id] = order
+        self.metrics.orders_received.inc()
+        self.metrics.open_orders.set(len(self._open))
+        self._nursery.start_soon(self._drive, order)
+        return order, True
+
+    async def get(self, order_id: str) -> Order | None:
+        order = self._cached(order_id)
+        if order is None:
+            order = await self.journal.load(order_id)
+            if order is not None:
+                self._remember(order)
+        return order
+
+    async def wait(self, order: Order, timeout_s: float) -> Order:
+        """Wait up to ``timeout_s`` for the order to settle; return it as it is."""
+        with trio.move_on_after(timeout_s):
+            while not order.settled and order.order_id in self._open:
+                event = self._changed.setdefault(order.order_id, trio.Event())
+                await event.wait()
+        return self._cached(order.order_id) or order
+
+    def route(self, sku: str, order: Order | None = None) -> Ranking:
+        request = order.request if order is not None else None
+        return rank(
+            sku,
+            self.config.suppliers,
+            max_price=None if request is None else request.max_price,
+            tried=() if order is None else order.tried(),
+        )
+
+    def _remember(self, order: Order) -> None:
+        if order.settled:
+            self._recent[order.order_id] = order
+            self._recent.move_to_end(order.order_id)
+            while len(self._recent) > RECENT_CAPACITY:
+                self._recent.popitem(last=False)
+
+    async def _save(self, order: Order) -> None:
+        await self.journal.save(order)
+        event = self._changed.pop(order.order_id, None)
+        if event is not None:
+            event.set()
+
+    # --------------------------------------------------------------- driving
+
+    async def _drive(self, order: Order) -> None:
+        try:
+            live = order.live_attempt
+            if live is not None:
+                # recovered with an attempt that may have been taken:
+                # reconcile it by query before anything else
+                await self._follow(order, live)
+            while not order.settled:
+                await self._next_attempt(order)
+        except Exception:
+            log.exception("order %s: internal error; handing it to a human", order.order_id)
+            with trio.CancelScope(shield=True):
+                try:
+                    order.need_attention("internal_error", "the router hit an internal error; see the log", self.wall())
+                    await self._save(order)
+                except Exception:
+                    log.exception("order %s: could not journal the attention state", order.order_id)
+        finally:
+            if order.settled:
+                self._open.pop(order.order_id, None)
+                self._remember(order)
+                self.metrics.orders.labels(state=order.state.value).inc()
+                self.metrics.open_orders.set(len(self._open))
+            event = self._changed.pop(order.order_id, None)
+            if event is not None:
+                event.set()
+
+    async def _next_attempt(self, order: Order) -> None:
+        now = self.wall()
+        if order.state is State.RECEIVED:
+            order.start_routing(now)
+        if now >= order.deadline_at:
+            order.fail("deadline_exceeded", "no supplier delivered before the order's deadline", now)
+            await self._save(order)
+            return
+        ranking = self.route(order.request.sku, order)
+        best = ranking.best
+        if best is None or best.supplier not in self.clients:
+            if order.attempts:
+                last = order.attempts[-1]
+                order.fail("suppliers_exhausted", f"every supplier was tried; the last said {last.reason or last.outcome}", now)
+            else:
+                why = ", ".join(f"{e.supplier}: {e.reason}" for e in ranking.excluded) or "no supplier offers this sku"
+                order.fail("no_supplier", f"no supplier can take this order ({why})", now)
+            await self._save(order)
+            return
+        attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, now)
+        # the attempt, with its key, is on disk before the request leaves
+        await self._save(order)
+        await self._submit_attempt(order, attempt)
+        if attempt.state in (AttemptState.PENDING, AttemptState.UNKNOWN):
+            await self._follow(order, attempt)
+
+    def _request(self, order: Order, attempt: Attempt) -> SubmitRequest:
+        r = order.request
+        return SubmitRequest(
+            attempt_key=attempt.key,
+            order_id=r.order_id,
+            sku=r.sku,
+            product_id=attempt.product_id,
+            quantity=r.quantity,
+            unit_price=attempt.unit_price,
+            max_price=r.max_price,
+            account=r.account,
+            fields=r.fields,
+        )
+
+    async def _call(self, order: Order, attempt: Attempt, operation: str) -> tuple[Outcome, float]:
+        """One submit or query, with unsent requests retried; never raises
+        for a supplier's fault."""
+        plugin = self.clients[attempt.supplier]
+        request = self._request(order, attempt)
+        routing = self.config.routing
+        timeout = self.config.suppliers[attempt.supplier].limits.timeout_s if attempt.supplier in self.config.suppliers else 10.0
+        method = plugin.submit if operation == "submit" else plugin.query
+        in_flight = self.metrics.in_flight.labels(supplier=attempt.supplier)
+        start = time.perf_counter()
+        outcome: Outcome
+        try:
+            with trio.fail_after(timeout * HARD_TIMEOUT_FACTOR + 1):
+                async for try_ in tenacity.AsyncRetrying(
+                    retry=tenacity.retry_if_exception_type(SupplierUnreachable),
+                    stop=tenacity.stop_after_attempt(routing.submit_retries),
+                    wait=tenacity.wait_exponential(multiplier=routing.retry_backoff_s, max=10),
+                    sleep=trio.sleep,
+                    reraise=True,
+                ):
+                    with try_:
+                        start = time.perf_counter()
+                        in_flight.inc()
+                        try:
+                            outcome = await method(request)
+                        finally:
+                            in_flight.dec()
+        except SupplierUnreachable as exc:
+            outcome = Rejected(RejectReason.UNREACHABLE, str(exc))
+        except trio.TooSlowError:
+            outcome = Unknown("no reply in time")
+        except Exception as exc:
+            # the request may have reached the supplier: never guess
+            outcome = Unknown(f"{exc.__class__.__name__}")
+        latency = time.perf_counter() - start
+        self.metrics.supplier_latency.labels(supplier=attempt.supplier, operation=operation).observe(latency)
+        self.metrics.attempts.labels(supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value).inc()
+        log.info(
+            "%s order_id=%s supplier=%s attempt_key=%s account=%s outcome=%s reason=%s latency_ms=%.1f",
+            operation,
+            order.order_id,
+            attempt.supplier,
+            attempt.key,
+            mask(order.request.account),
+            outcome.kind.value,
+            getattr(outcome, "reason", None) or "-",
+            latency * 1000,
+        )
+        return outcome, latency * 1000
+
+    async def _submit_attempt(self, order: Order, attempt: Attempt) -> None:
+        limit_wait = self.config.routing.max_rate_limit_wait_s
+        for _ in range(5):
+            outcome, latency = await self._call(order, attempt, "submit")
+            if isinstance(outcome, RateLimited):
+                wait = outcome.retry_after if outcome.retry_after is not None else 1.0
+                if wait <= limit_wait and self.wall() + wait < order.deadline_at:
+                    await trio.sleep(wait)
+                    continue  # same supplier, same attempt key
+                break
+            if isinstance(outcome, NotFound):  # not a submit answer: a plugin fault
+                outcome = Unknown("submit answered not-found")
+            order.record(attempt, outcome, self.wall(), latency)
+            self._check_ceiling(order)
+            await self._save(order)
+            return
+        # rate limited throughout: the supplier did not take it
+        order.end_attempt(attempt, AttemptState.REJECTED, "rate_limited", self.wall())
+        await self._save(order)
+
+    def _check_ceiling(self, order: Order) -> None:
+        ceiling = order.request.max_price
+        if ceiling is not None and order.unit_price is not None and order.unit_price > ceiling:
+            log.error(
+                "order %s: supplier %s charged %s per unit, above the ceiling %s",
+                order.order_id,
+                order.supplier,
+                order.unit_price,
+                ceiling,
+            )
+
+    async def _follow(self, order: Order, attempt: Attempt) -> None:
+        """Query a PENDING or UNKNOWN attempt on its plugin's schedule until
+        the answer is definitive. Never fails over on its own: only
+        DELIVERED, FAILED or a NOT_FOUND that outlasted the grace end it."""
+        plugin = self.clients.get(attempt.supplier)
+        if plugin is None:
+            order.need_attention(
+                "supplier_removed",
+                f"attempt {attempt.key} is live at {attempt.supplier}, which is no longer configured",
+                self.wall(),
+            )
+            await self._save(order)
+            return
+        schedule = plugin.schedule
+        limit = self.config.orders.reconcile_limit_s
+        delay = schedule.first_query_s
+        not_found_since: float | None = None
+        while attempt.live:
+            now = self.wall()
+            if now - attempt.started_at >= limit:
+                order.need_attention(
+                    "reconcile_limit",
+                    f"attempt {attempt.key} at {attempt.supplier} was still {attempt.state} after {limit:g} s",
+                    now,
+                )
+                await self._save(order)
+                return
+            await trio.sleep(min(delay, max(0.0, attempt.started_at + limit - now)))
+            delay = min(delay * schedule.backoff, schedule.max_interval_s)
+            outcome, latency = await self._call(order, attempt, "query")
+            now = self.wall()
+            if outcome.kind in (Kind.DELIVERED, Kind.FAILED):
+                order.record(attempt, outcome, now)
+                self._check_ceiling(order)
+                await self._save(order)
+            elif outcome.kind is Kind.PENDING:
+                not_found_since = None
+                if attempt.state is not AttemptState.PENDING:
+                    order.record(attempt, outcome, now)
+                    await self._save(order)
+            elif outcome.kind is Kind.NOT_FOUND:
+                not_found_since = now if not_found_since is None else not_found_since
+                if now - max(not_found_since, attempt.started_at) >= schedule.not_found_grace_s:
+                    order.end_attempt(attempt, AttemptState.FAILED, "not_found", now)
+                    await self._save(order)
+            elif outcome.kind is Kind.RATE_LIMITED:
+                retry_after = getattr(outcome, "retry_after", None)
+                delay = max(delay, min(retry_after or 0.0, schedule.max_interval_s))
+            else:
+                # UNKNOWN, or an answer a query cannot give (REJECTED,
+                # INVALID): the attempt's fate is still open
+                not_found_since = None
+                if outcome.kind is not Kind.UNKNOWN:
+                    log.warning("order %s: query answered %s; still following", order.order_id, outcome.kind)
+
+
+__all__ = ["Dispatcher", "NotReady", "OrderConflict", "Overloaded", "TransitionError", "mask"]
