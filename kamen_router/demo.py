@@ -27,7 +27,7 @@ import trio
 from .client import AsyncOrderClient
 from .config import load_config
 from .errors import ApiError, ConfigError
-from .money import format_money
+from .money import CENT, format_money
 
 ACCOUNTS = ["13800138000", "13912345678", "18600001111", "15011112222", "13700009999"]
 
@@ -97,7 +97,7 @@ def _tables(results: list[dict[str, Any]], elapsed: float) -> str:
         states[order["state"]] += 1
     delivered = [o for o in results if o["state"] == "delivered"]
     prices = [Decimal(o["unit_price"]) for o in delivered if o.get("unit_price")]
-    mean_price = format_money(sum(prices, Decimal(0)) / len(prices)) if prices else "-"
+    mean_price = format_money((sum(prices, Decimal(0)) / len(prices)).quantize(CENT)) if prices else "-"
     failovers = sum(1 for o in results if len(o["attempts"]) > 1)
     lines += [
         "",
