@@ -52,7 +52,9 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
         raise _invalid(unknown[0], "unknown field")
     order_id = body.get("order_id")
     if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
-        raise _invalid("order_id", "required: 1-64 characters, letters, digits and _.:- (first a letter or digit)")
+        raise _invalid(
+            "order_id", "required: 1-64 characters, letters, digits and _.:- (first a letter or digit)"
+        )
     sku = body.get("sku")
     if not isinstance(sku, str) or not sku:
         raise _invalid("sku", "required: a string")
@@ -74,7 +76,7 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
     if body.get("max_price") is not None:
         max_price = parse_money(body["max_price"])
         if max_price is None or max_price <= 0:
-            raise _invalid("max_price", "must be a positive decimal, such as 99.50 or \"99.50\"")
+            raise _invalid("max_price", 'must be a positive decimal, such as 99.50 or "99.50"')
     orders = config.orders
     deadline = _number(body, "deadline_s", 1, orders.max_deadline_s)
     wait = _number(body, "wait_s", 0, orders.max_wait_s)
@@ -149,7 +151,9 @@ class OrderApi:
             except ValueError:
                 return Response.error(400, "invalid_order", "wait_s: must be a number")
             if not 0 <= wait_s <= self.config.orders.max_wait_s:
-                return Response.error(400, "invalid_order", f"wait_s: must be between 0 and {self.config.orders.max_wait_s:g}")
+                return Response.error(
+                    400, "invalid_order", f"wait_s: must be between 0 and {self.config.orders.max_wait_s:g}"
+                )
         order = await self.dispatcher.get(order_id)
         if order is None:
             return Response.error(404, "not_found", f"no order {order_id}")

@@ -89,11 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    import attrs
+
     from .config import HostPort, Simulate
     from .daemon import serve_simulated_supplier
     from .plugin import load_plugins
-
-    import attrs
 
     plugins = load_plugins(Path(args.plugins_dir) if args.plugins_dir else None)
     sink: list[Problem] = []
@@ -221,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-price", help="ceiling per unit, such as 99.50")
     p.add_argument("--deadline", type=float, metavar="SECONDS")
     p.add_argument("--field", action="append", metavar="NAME=VALUE", help="extra field (repeatable)")
-    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS", help="wait for a final state (default: %(default)s)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait for a final state (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="show one order")

@@ -95,8 +95,14 @@ class OrderClient:
         wait_s: float | None = None,
     ) -> dict[str, Any]:
         body = _order_body(
-            order_id, sku, quantity=quantity, account=account, fields=fields,
-            max_price=max_price, deadline_s=deadline_s, wait_s=wait_s,
+            order_id,
+            sku,
+            quantity=quantity,
+            account=account,
+            fields=fields,
+            max_price=max_price,
+            deadline_s=deadline_s,
+            wait_s=wait_s,
         )
         return _answer(self._http.post("/v1/orders", content=body, headers=_HEADERS))
 
@@ -116,7 +122,10 @@ class AsyncOrderClient:
 
     def __init__(self, socket: str | Path, timeout_s: float = 70.0) -> None:
         self._http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket)), base_url=_BASE, timeout=timeout_s, trust_env=False
+            transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+            base_url=_BASE,
+            timeout=timeout_s,
+            trust_env=False,
         )
 
     async def __aenter__(self) -> AsyncOrderClient:
@@ -141,8 +150,14 @@ class AsyncOrderClient:
         wait_s: float | None = None,
     ) -> dict[str, Any]:
         body = _order_body(
-            order_id, sku, quantity=quantity, account=account, fields=fields,
-            max_price=max_price, deadline_s=deadline_s, wait_s=wait_s,
+            order_id,
+            sku,
+            quantity=quantity,
+            account=account,
+            fields=fields,
+            max_price=max_price,
+            deadline_s=deadline_s,
+            wait_s=wait_s,
         )
         return _answer(await self._http.post("/v1/orders", content=body, headers=_HEADERS))
 

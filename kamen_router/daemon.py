@@ -17,10 +17,10 @@ import attrs
 import httpx
 import trio
 
+from .api import OrderApi
 from .config import RouterConfig, SupplierConfig
 from .dispatch import Dispatcher
 from .http import HttpServer, bound_port, open_tcp_listener, open_unix_listener
-from .api import OrderApi
 from .journal import open_journal
 from .metrics import Metrics
 from .plugin import Plugin, PluginRegistry, SupplierContext
@@ -82,7 +82,9 @@ async def serve_daemon(
                 plugin = plugins[supplier.plugin]
                 endpoint = supplier.endpoint
                 if supplier.simulate is not None:
-                    endpoint = simulators[name] = await nursery.start(serve_simulated_supplier, plugin, supplier)
+                    endpoint = simulators[name] = await nursery.start(
+                        serve_simulated_supplier, plugin, supplier
+                    )
                 assert endpoint is not None
                 clients[name] = plugin(SupplierContext(supplier, endpoint, http))
             metrics = Metrics()

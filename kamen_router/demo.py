@@ -48,7 +48,9 @@ def _wait_ready(socket: Path, proc: subprocess.Popen[bytes], timeout_s: float = 
     raise SystemExit(f"the daemon was not ready within {timeout_s:g} s")
 
 
-async def _drive(socket: Path, skus: list[str], count: int, concurrency: int, run_id: str) -> list[dict[str, Any]]:
+async def _drive(
+    socket: Path, skus: list[str], count: int, concurrency: int, run_id: str
+) -> list[dict[str, Any]]:
     rng = random.Random(7)
     plan = []
     for i in range(count):
@@ -75,7 +77,9 @@ async def _drive(socket: Path, skus: list[str], count: int, concurrency: int, ru
 
 
 def _tables(results: list[dict[str, Any]], elapsed: float) -> str:
-    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"taken": 0, "delivered": 0, "failed": 0, "latency": []})
+    per: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"taken": 0, "delivered": 0, "failed": 0, "latency": []}
+    )
     for order in results:
         for attempt in order["attempts"]:
             row = per[attempt["supplier"]]
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_ready(config.api.socket, proc)
         start = time.monotonic()
-        results = trio.run(_drive, config.api.socket, skus, args.orders, args.concurrency, f"{int(time.time())}")
+        results = trio.run(
+            _drive, config.api.socket, skus, args.orders, args.concurrency, f"{int(time.time())}"
+        )
         elapsed = time.monotonic() - start
         if config.metrics.listen is not None:
             scrape = httpx.get(f"http://{config.metrics.listen}/metrics", timeout=5, trust_env=False).text

@@ -22,7 +22,7 @@ from .config import RouterConfig
 from .errors import KamenRouterError, SupplierUnreachable
 from .journal import Journal
 from .metrics import Metrics
-from .orders import AttemptState, Attempt, Order, OrderRequest, State, TransitionError
+from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
 from .outcome import Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
 from .plugin import Plugin, SubmitRequest
 from .routing import Ranking, rank
@@ -202,7 +202,9 @@ class Dispatcher:
             log.exception("order %s: internal error; handing it to a human", order.order_id)
             with trio.CancelScope(shield=True):
                 try:
-                    order.need_attention("internal_error", "the router hit an internal error; see the log", self.wall())
+                    order.need_attention(
+                        "internal_error", "the router hit an internal error; see the log", self.wall()
+                    )
                     await self._save(order)
                 except Exception:
                     log.exception("order %s: could not journal the attention state", order.order_id)
@@ -229,9 +231,16 @@ class Dispatcher:
         if best is None or best.supplier not in self.clients:
             if order.attempts:
                 last = order.attempts[-1]
-                order.fail("suppliers_exhausted", f"every supplier was tried; the last said {last.reason or last.outcome}", now)
+                order.fail(
+                    "suppliers_exhausted",
+                    f"every supplier was tried; the last said {last.reason or last.outcome}",
+                    now,
+                )
             else:
-                why = ", ".join(f"{e.supplier}: {e.reason}" for e in ranking.excluded) or "no supplier offers this sku"
+                why = (
+                    ", ".join(f"{e.supplier}: {e.reason}" for e in ranking.excluded)
+                    or "no supplier offers this sku"
+                )
                 order.fail("no_supplier", f"no supplier can take this order ({why})", now)
             await self._save(order)
             return
@@ -262,7 +271,11 @@ class Dispatcher:
         plugin = self.clients[attempt.supplier]
         request = self._request(order, attempt)
         routing = self.config.routing
-        timeout = self.config.suppliers[attempt.supplier].limits.timeout_s if attempt.supplier in self.config.suppliers else 10.0
+        timeout = (
+            self.config.suppliers[attempt.supplier].limits.timeout_s
+            if attempt.supplier in self.config.suppliers
+            else 10.0
+        )
         method = plugin.submit if operation == "submit" else plugin.query
         in_flight = self.metrics.in_flight.labels(supplier=attempt.supplier)
         start = time.perf_counter()
@@ -292,7 +305,9 @@ class Dispatcher:
             outcome = Unknown(f"{exc.__class__.__name__}")
         latency = time.perf_counter() - start
         self.metrics.supplier_latency.labels(supplier=attempt.supplier, operation=operation).observe(latency)
-        self.metrics.attempts.labels(supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value).inc()
+        self.metrics.attempts.labels(
+            supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value
+        ).inc()
         log.info(
             "%s order_id=%s supplier=%s attempt_key=%s account=%s outcome=%s reason=%s latency_ms=%.1f",
             operation,
@@ -359,14 +374,15 @@ class Dispatcher:
             if now - attempt.started_at >= limit:
                 order.need_attention(
                     "reconcile_limit",
-                    f"attempt {attempt.key} at {attempt.supplier} was still {attempt.state} after {limit:g} s",
+                    f"attempt {attempt.key} at {attempt.supplier} was still {attempt.state}"
+                    f" after {limit:g} s",
                     now,
                 )
                 await self._save(order)
                 return
             await trio.sleep(min(delay, max(0.0, attempt.started_at + limit - now)))
             delay = min(delay * schedule.backoff, schedule.max_interval_s)
-            outcome, latency = await self._call(order, attempt, "query")
+            outcome, _latency = await self._call(order, attempt, "query")
             now = self.wall()
             if outcome.kind in (Kind.DELIVERED, Kind.FAILED):
                 order.record(attempt, outcome, now)

@@ -63,7 +63,11 @@ class Request:
     def json(self) -> Any:
         ctype = self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype not in ("application/json", "text/json", ""):
-            raise BadRequest("the body must be JSON (content-type: application/json)", status=415, code="unsupported_media_type")
+            raise BadRequest(
+                "the body must be JSON (content-type: application/json)",
+                status=415,
+                code="unsupported_media_type",
+            )
         try:
             return loads_json(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -106,7 +110,9 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool) -> None:
+async def _send_response(
+    stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool
+) -> None:
     headers = [
         ("content-type", response.content_type),
         ("content-length", str(len(response.body))),
@@ -114,7 +120,9 @@ async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response
     ]
     if close:
         headers.append(("connection", "close"))
-    data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
+    data = conn.send(
+        h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
+    )
     data += conn.send(h11.Data(data=response.body)) if response.body else b""
     data += conn.send(h11.EndOfMessage())
     await stream.send_all(data)
@@ -124,7 +132,9 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: HttpLimits) -> tuple[h11.Request, bytes] | None:
+async def _read_request(
+    stream: trio.abc.Stream, conn: h11.Connection, limits: HttpLimits
+) -> tuple[h11.Request, bytes] | None:
     """The next request and its body, or None when the client has gone."""
     head: h11.Request | None = None
     body = bytearray()
@@ -134,7 +144,7 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: H
             data = await stream.receive_some(65536)
             if not data and conn.their_state is h11.IDLE and head is None:
                 return None
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
             head = event
@@ -148,9 +158,7 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: H
         elif isinstance(event, h11.EndOfMessage):
             assert head is not None
             return head, bytes(body)
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-        elif event is h11.PAUSED:
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             return None
 
 
@@ -178,7 +186,10 @@ class HttpServer:
         self.requests_served = 0
 
     async def serve(
-        self, listeners: list[trio.SocketListener], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -208,7 +219,12 @@ class HttpServer:
                     conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
                     conn.next_event()
                     with trio.move_on_after(1):
-                        await _send_response(stream, conn, Response.error(503, "overloaded", "too many connections"), close=True)
+                        await _send_response(
+                            stream,
+                            conn,
+                            Response.error(503, "overloaded", "too many connections"),
+                            close=True,
+                        )
                     return
                 self._connections += 1
                 try:
@@ -229,15 +245,25 @@ class HttpServer:
             except trio.TooSlowError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     return  # idle keep-alive connection: just close
-                await self._refuse(stream, conn, 408, "request_timeout", "the request was not received in time")
+                await self._refuse(
+                    stream, conn, 408, "request_timeout", "the request was not received in time"
+                )
                 return
             except _TooLarge:
-                await self._refuse(stream, conn, 413, "body_too_large", f"the body is larger than {limits.max_body_bytes} bytes")
+                await self._refuse(
+                    stream,
+                    conn,
+                    413,
+                    "body_too_large",
+                    f"the body is larger than {limits.max_body_bytes} bytes",
+                )
                 return
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 if status == 431 or "exceeds" in str(exc):
-                    await self._refuse(stream, conn, 431, "headers_too_large", "the request headers are too large")
+                    await self._refuse(
+                        stream, conn, 431, "headers_too_large", "the request headers are too large"
+                    )
                 else:
                     await self._refuse(stream, conn, status, "bad_http", f"malformed HTTP request: {exc}")
                 return
@@ -258,14 +284,17 @@ class HttpServer:
             if conn.our_state is not h11.SEND_RESPONSE:
                 return
             await _send_response(stream, conn, response, close=close)
-            if close or conn.our_state is h11.MUST_CLOSE:
+            state_after: object = conn.our_state  # re-read: sending changed it
+            if close or state_after is not h11.DONE:
                 return
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
 
-    async def _refuse(self, stream: trio.abc.Stream, conn: h11.Connection, status: int, code: str, message: str) -> None:
+    async def _refuse(
+        self, stream: trio.abc.Stream, conn: h11.Connection, status: int, code: str, message: str
+    ) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         try:

@@ -61,8 +61,14 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_order ON attempts (order_id);
 """
 
-_ORDER_COLUMNS = "order_id, request, state, created_at, updated_at, deadline_at, supplier, unit_price, deliverables, error_code, error_message"
-_ATTEMPT_COLUMNS = "attempt_key, order_id, seq, supplier, product_id, unit_price, state, outcome, reason, detail, latency_ms, supplier_ref, started_at, updated_at"
+_ORDER_COLUMNS = (
+    "order_id, request, state, created_at, updated_at, deadline_at,"
+    " supplier, unit_price, deliverables, error_code, error_message"
+)
+_ATTEMPT_COLUMNS = (
+    "attempt_key, order_id, seq, supplier, product_id, unit_price, state,"
+    " outcome, reason, detail, latency_ms, supplier_ref, started_at, updated_at"
+)
 
 
 def _order_row(order: Order) -> tuple[Any, ...]:
@@ -109,7 +115,9 @@ def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row]) -> Order:
         deadline_at=row["deadline_at"],
         supplier=row["supplier"],
         unit_price=None if row["unit_price"] is None else Decimal(row["unit_price"]),
-        deliverables=None if row["deliverables"] is None else Deliverables.from_json(json.loads(row["deliverables"])),
+        deliverables=None
+        if row["deliverables"] is None
+        else Deliverables.from_json(json.loads(row["deliverables"])),
         error_code=row["error_code"],
         error_message=row["error_message"],
         attempts=[
@@ -199,7 +207,9 @@ class Journal:
     # ---------------------------------------------------------------- reads
 
     def _load(self, order_id: str) -> Order | None:
-        row = self._db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id=?", (order_id,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id=?", (order_id,)
+        ).fetchone()
         if row is None:
             return None
         attempts = self._db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id=?", (order_id,))
@@ -217,7 +227,9 @@ class Journal:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for a in self._db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk):
+            for a in self._db.execute(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk
+            ):
                 by_order[a["order_id"]].append(a)
         return [_order_from(r, by_order[r["order_id"]]) for r in rows]
 
@@ -227,7 +239,9 @@ class Journal:
     async def open_orders(self) -> list[Order]:
         """Every order the daemon still has to drive (not settled)."""
         marks = ",".join("?" * len(SETTLED))
-        return await self._run(lambda: self._load_where(f"state NOT IN ({marks})", tuple(s.value for s in SETTLED), None))
+        return await self._run(
+            lambda: self._load_where(f"state NOT IN ({marks})", tuple(s.value for s in SETTLED), None)
+        )
 
     async def orders_in(self, state: State, limit: int = 1000) -> list[Order]:
         return await self._run(lambda: self._load_where("state = ?", (state.value,), limit))

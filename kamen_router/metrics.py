@@ -26,7 +26,9 @@ class Metrics:
         self.orders = Counter(
             "kamen_router_orders", "Orders that reached a settled state, by state", ["state"], registry=r
         )
-        self.orders_received = Counter("kamen_router_orders_received", "Orders accepted by the API", registry=r)
+        self.orders_received = Counter(
+            "kamen_router_orders_received", "Orders accepted by the API", registry=r
+        )
         self.attempts = Counter(
             "kamen_router_attempts",
             "Supplier replies to submits and queries, by supplier, operation and outcome",
@@ -42,9 +44,14 @@ class Metrics:
         )
         self.open_orders = Gauge("kamen_router_open_orders", "Orders the daemon is still driving", registry=r)
         self.in_flight = Gauge(
-            "kamen_router_supplier_in_flight", "Requests to a supplier awaiting a reply", ["supplier"], registry=r
+            "kamen_router_supplier_in_flight",
+            "Requests to a supplier awaiting a reply",
+            ["supplier"],
+            registry=r,
         )
-        self.build = Gauge("kamen_router_build_info", "Always 1; the version in a label", ["version"], registry=r)
+        self.build = Gauge(
+            "kamen_router_build_info", "Always 1; the version in a label", ["version"], registry=r
+        )
         self.build.labels(version=__version__).set(1)
 
     def register_suppliers(self, names: list[str]) -> None:

@@ -32,7 +32,7 @@ _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 
 def load_yaml(text: str) -> Any:
     """Parse YAML safely, with floats as Decimal. Raises ``yaml.YAMLError``."""
-    return yaml.load(text, Loader=_DecimalLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_DecimalLoader)
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -48,9 +48,7 @@ def _json_default(value: Any) -> Any:
 
 def dumps_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; Decimals become strings such as ``"99.20"``."""
-    return json.dumps(
-        value, default=_json_default, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def parse_money(value: object) -> Decimal | None:

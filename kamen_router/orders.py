@@ -208,7 +208,8 @@ class Order:
         for previous in self.attempts:
             if previous.state not in SAFE_ENDED:
                 raise TransitionError(
-                    f"order {self.order_id}: attempt {previous.key} is {previous.state}; no new attempt allowed"
+                    f"order {self.order_id}: attempt {previous.key} is {previous.state};"
+                    " no new attempt allowed"
                 )
         if self.request.max_price is not None and unit_price > self.request.max_price:
             raise TransitionError(f"order {self.order_id}: {unit_price} is above the ceiling")
@@ -262,7 +263,11 @@ class Order:
         elif outcome.kind is Kind.UNKNOWN:
             self._move(State.UNKNOWN, now)
         elif outcome.kind is Kind.INVALID:
-            self.fail(attempt.reason or "invalid_order", f"{attempt.supplier} refused the order as invalid: {attempt.reason}", now)
+            self.fail(
+                attempt.reason or "invalid_order",
+                f"{attempt.supplier} refused the order as invalid: {attempt.reason}",
+                now,
+            )
         else:  # REJECTED, FAILED: the dispatcher routes again
             self._move(State.ROUTING, now)
 
@@ -278,7 +283,9 @@ class Order:
 
     def fail(self, code: str, message: str, now: float) -> None:
         if self.live_attempt is not None:
-            raise TransitionError(f"order {self.order_id}: cannot fail while attempt {self.live_attempt.key} is live")
+            raise TransitionError(
+                f"order {self.order_id}: cannot fail while attempt {self.live_attempt.key} is live"
+            )
         self.error_code = code
         self.error_message = message
         self._move(State.FAILED, now)
@@ -316,4 +323,8 @@ class Order:
 def _iso(ts: float) -> str:
     import datetime
 
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(ts, datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

@@ -82,7 +82,11 @@ class Deliverables:
         receipt = data.get("receipt")
         return cls(
             cards=tuple(
-                Card(str(c["number"]), str(c["password"]), None if c.get("expires") is None else str(c["expires"]))
+                Card(
+                    str(c["number"]),
+                    str(c["password"]),
+                    None if c.get("expires") is None else str(c["expires"]),
+                )
                 for c in cards
             ),
             receipt=None if receipt is None else str(receipt),

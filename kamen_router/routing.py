@@ -33,7 +33,11 @@ class Candidate:
     unit_price: Decimal
 
     def to_json(self) -> dict[str, object]:
-        return {"supplier": self.supplier, "product_id": self.product_id, "unit_price": format_money(self.unit_price)}
+        return {
+            "supplier": self.supplier,
+            "product_id": self.product_id,
+            "unit_price": format_money(self.unit_price),
+        }
 
 
 @attrs.frozen

@@ -101,12 +101,17 @@ class RunningDaemon:
         self.scope = scope
         self.done = done
         self.http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(info.socket)), base_url="http://t", timeout=30, trust_env=False
+            transport=httpx.AsyncHTTPTransport(uds=str(info.socket)),
+            base_url="http://t",
+            timeout=30,
+            trust_env=False,
         )
 
     async def post(self, body: Mapping[str, Any] | bytes, **kw: Any) -> httpx.Response:
         if isinstance(body, bytes):
-            return await self.http.post("/v1/orders", content=body, headers={"content-type": "application/json"}, **kw)
+            return await self.http.post(
+                "/v1/orders", content=body, headers={"content-type": "application/json"}, **kw
+            )
         return await self.http.post("/v1/orders", json=body, **kw)
 
     async def order(self, body: Mapping[str, Any]) -> dict[str, Any]:

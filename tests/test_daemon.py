@@ -3,7 +3,9 @@ simulated suppliers over real HTTP, journaled in a real SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,8 @@ async def raw_exchange(socket: Path, body: bytes) -> bytes:
             b"POST /v1/orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
         )
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):
             await stream.send_all(head + body)
-        except trio.BrokenResourceError:
-            pass
         reply = b""
         while chunk := await stream.receive_some(65536):
             reply += chunk
@@ -92,9 +92,7 @@ async def test_failed_fails_over_with_a_new_attempt(make_daemon: Any) -> None:
 
 async def test_every_supplier_failing_fails_the_order(make_daemon: Any) -> None:
     with trio.fail_after(30):
-        daemon = await make_daemon(
-            three(cheap={"fail_rate": 1.0}, mid={"stock": 0}, dear={"balance": 1})
-        )
+        daemon = await make_daemon(three(cheap={"fail_rate": 1.0}, mid={"stock": 0}, dear={"balance": 1}))
         reply = await daemon.order({"order_id": "f3", "sku": "mobile-cmcc-100", "account": "13800138000"})
         assert reply["state"] == "failed"
         assert reply["error"]["code"] == "suppliers_exhausted"
@@ -238,7 +236,9 @@ async def test_bad_input_is_refused_and_changes_nothing(make_daemon: Any, tmp_pa
         assert (await daemon.get("b1")).status_code == 404
         assert (await daemon.get("b2")).status_code == 404
         # the daemon still serves
-        assert (await daemon.order({"order_id": "b3", "sku": "mobile-cmcc-100", "account": "1"}))["state"] == "delivered"
+        assert (await daemon.order({"order_id": "b3", "sku": "mobile-cmcc-100", "account": "1"}))[
+            "state"
+        ] == "delivered"
     with sqlite3.connect(tmp_path / "var/journal.sqlite3") as db:
         assert [r[0] for r in db.execute("SELECT order_id FROM orders")] == ["b3"]
 
@@ -247,12 +247,19 @@ async def test_metrics_count_orders_and_latency(make_daemon: Any) -> None:
     with trio.fail_after(30):
         daemon = await make_daemon(three(cheap={"stock": 0}))
         await daemon.order({"order_id": "m1", "sku": "mobile-cmcc-100", "account": "13800138000"})
-        await daemon.order({"order_id": "m2", "sku": "mobile-cmcc-100", "account": "13800138000", "max_price": 1})
+        await daemon.order(
+            {"order_id": "m2", "sku": "mobile-cmcc-100", "account": "13800138000", "max_price": 1}
+        )
         text = await daemon.scrape()
         assert 'kamen_router_orders_total{state="delivered"} 1.0' in text
         assert 'kamen_router_orders_total{state="failed"} 1.0' in text
-        assert 'kamen_router_supplier_request_duration_seconds_count{operation="submit",supplier="mid"} 1.0' in text
-        assert 'kamen_router_attempts_total{operation="submit",outcome="rejected",supplier="cheap"} 1.0' in text
+        assert (
+            'kamen_router_supplier_request_duration_seconds_count{operation="submit",supplier="mid"} 1.0'
+            in text
+        )
+        assert (
+            'kamen_router_attempts_total{operation="submit",outcome="rejected",supplier="cheap"} 1.0' in text
+        )
         assert "m1" not in text and "13800138000" not in text
 
 
@@ -278,7 +285,9 @@ async def test_order_survives_a_daemon_restart(nursery: trio.Nursery, tmp_path: 
             skus={"mobile-cmcc-100": {}},
         )
         first = await start_daemon(nursery, path)
-        response = await first.post({"order_id": "r1", "sku": "mobile-cmcc-100", "account": "13800138000", "wait_s": 0.5})
+        response = await first.post(
+            {"order_id": "r1", "sku": "mobile-cmcc-100", "account": "13800138000", "wait_s": 0.5}
+        )
         assert response.status_code == 202
         assert response.json()["state"] == "pending"
         other_url = first.info.simulators["other"]
@@ -304,7 +313,12 @@ async def test_received_order_resumes_routing_after_restart(nursery: trio.Nurser
         path = write_config(tmp_path, three())
         config = load_config(path)
         journal = await open_journal(config.journal.path)
-        await journal.create(Order.receive(OrderRequest("rr1", "mobile-cmcc-100", account="13800138000"), trio.current_time() * 0 + __import__("time").time()))
+        await journal.create(
+            Order.receive(
+                OrderRequest("rr1", "mobile-cmcc-100", account="13800138000"),
+                time.time(),
+            )
+        )
         await journal.close()
         daemon = await start_daemon(nursery, path)
         final = await daemon.get("rr1", wait_s=20)

@@ -456,9 +456,7 @@ async def canned() -> AsyncIterator[Canned]:
     """A plugin whose every request gets one fixed reply."""
     clients: list[httpx.AsyncClient] = []
 
-    def make(
-        status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
-    ) -> SimPlugin:
+    def make(status: int, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> SimPlugin:
         content = body if isinstance(body, bytes) else dumps_json(body)
 
         def reply(request: httpx.Request) -> httpx.Response:
@@ -466,9 +464,7 @@ async def canned() -> AsyncIterator[Canned]:
             return httpx.Response(status, content=content, headers=headers)
 
         clients.append(httpx.AsyncClient(transport=httpx.MockTransport(reply)))
-        context = SupplierContext(
-            supplier=make_supplier(), endpoint="http://sim.test/", http=clients[-1]
-        )
+        context = SupplierContext(supplier=make_supplier(), endpoint="http://sim.test/", http=clients[-1])
         return SimPlugin(context)
 
     yield make

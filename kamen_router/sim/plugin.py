@@ -178,9 +178,7 @@ class SimPlugin:
             "quantity": request.quantity,
             "account": request.account or None,
             "fields": dict(request.fields),
-            "max_unit_price": None
-            if request.max_price is None
-            else format_money(request.max_price),
+            "max_unit_price": None if request.max_price is None else format_money(request.max_price),
             "notify_url": request.callback_url or self._context.callback_url,
         }
         response = await self._post(PATH_ORDER, payload)

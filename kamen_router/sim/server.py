@@ -221,9 +221,7 @@ class SimSupplier:
         self._goods_rng = random.Random(None if seed is None else f"{seed}/goods")
         self._orders: dict[str, _Order] = {}
         self._serial = 0
-        self._bucket = (
-            _Bucket(rate_limit_per_s, max(1.0, rate_limit_per_s)) if rate_limit_per_s else None
-        )
+        self._bucket = _Bucket(rate_limit_per_s, max(1.0, rate_limit_per_s)) if rate_limit_per_s else None
         if timeout_hold_s is None:
             timeout_hold_s = min(MAX_TIMEOUT_HOLD_S, max(60.0, 4 * supplier.limits.timeout_s))
         self.timeout_hold_s = timeout_hold_s
@@ -269,9 +267,7 @@ class SimSupplier:
             await trio.sleep(answer.hold_s)
         return _reply(answer)
 
-    def _answer(
-        self, request: Request, endpoint: Callable[[Mapping[str, Any]], _Answer]
-    ) -> _Answer:
+    def _answer(self, request: Request, endpoint: Callable[[Mapping[str, Any]], _Answer]) -> _Answer:
         if not self._authentic(request):
             return _answer(401, Code.BAD_SIGNATURE, "bad signature, merchant or timestamp")
         try:
@@ -305,9 +301,7 @@ class SimSupplier:
         if self._bucket is not None:
             wait = self._bucket.take(self._clock())
             if wait > 0:
-                return _answer(
-                    429, Code.RATE_LIMITED, "too many requests", retry_after=round(wait, 3)
-                )
+                return _answer(429, Code.RATE_LIMITED, "too many requests", retry_after=round(wait, 3))
         existing = self._orders.get(req.merchant_order_no)
         if existing is not None:
             self._settle(existing)
@@ -365,9 +359,7 @@ class SimSupplier:
         self._orders[order.merchant_order_no] = order
         if fate is _Fate.UNKNOWN:
             # taken and delivered, but the caller cannot know it
-            return _answer(
-                500, Code.SYSTEM_ERROR, "system error, result unconfirmed; query to confirm"
-            )
+            return _answer(500, Code.SYSTEM_ERROR, "system error, result unconfirmed; query to confirm")
         hold = self.timeout_hold_s if fate is _Fate.TIMEOUT else 0.0
         return _Answer(200, {"code": int(Code.OK), "message": "ok", "order": order.to_json()}, hold)
 
@@ -437,9 +429,7 @@ def _reply(answer: _Answer) -> Response:
     response = Response.json(answer.status, answer.body)
     retry_after = answer.body.get("retry_after")
     if retry_after is not None:
-        response = attrs.evolve(
-            response, headers=(("retry-after", str(max(1, round(retry_after)))),)
-        )
+        response = attrs.evolve(response, headers=(("retry-after", str(max(1, round(retry_after)))),))
     return response
 
 
@@ -463,17 +453,12 @@ def _parse_order(body: Mapping[str, Any]) -> _OrderIn:
     merchant_order_no = _required_str(body, "merchant_order_no", 64)
     product_id = _required_str(body, "product_id", 64)
     quantity = body.get("quantity")
-    if (
-        not isinstance(quantity, int)
-        or isinstance(quantity, bool)
-        or not 1 <= quantity <= MAX_QUANTITY
-    ):
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= MAX_QUANTITY:
         raise _Malformed(f"quantity must be an integer from 1 to {MAX_QUANTITY}")
     account = _optional_str(body, "account", 128)
     fields = body.get("fields")
     if fields is not None and not (
-        isinstance(fields, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+        isinstance(fields, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
     ):
         raise _Malformed("fields must map strings to strings")
     raw_ceiling = body.get("max_unit_price")
