@@ -34,6 +34,8 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    # one line per supplier request would drown the router's own events
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _load(path: str) -> RouterConfig:
@@ -256,3 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        logging.getLogger("kamen_router").debug("unexpected error", exc_info=True)
+        print(
+            f"error: unexpected {exc.__class__.__name__}: {exc}; run with --log-level debug for details",
+            file=sys.stderr,
+        )
+        return 70

@@ -12,6 +12,7 @@ order under ``conflict=True`` when asked for.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 
 from .errors import ApiError
-from .money import dumps_json, loads_json
+from .money import dumps_json
 
 _BASE = "http://kamen-router"
 
@@ -51,7 +52,7 @@ def _order_body(
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
     try:
-        data = loads_json(response.content)
+        data = json.loads(response.content)
     except ValueError:
         raise ApiError(response.status_code, "bad_reply", response.text[:200]) from None
     if response.status_code >= 400:

@@ -25,6 +25,8 @@ import yaml
 from . import _schema as s
 from .errors import ConfigError, Problem
 from .money import load_yaml
+from .routing import Policy
+from .scoring import ScoringConfig
 
 if TYPE_CHECKING:
     from .plugin import PluginRegistry
@@ -100,6 +102,14 @@ class RoutingConfig:
     retry_backoff_s: float = 0.2
     #: longest RATE_LIMITED retry_after honoured before failing over
     max_rate_limit_wait_s: float = 5.0
+    #: weights, exploration and panic mode (``weights:``, ``exploration:``,
+    #: ``ejection.panic``)
+    policy: Policy = Policy()
+    #: learning and ejection (``learning:``, ``ejection:``)
+    scoring: ScoringConfig = ScoringConfig()
+    #: background refresh of balances and catalogs (``refresh:``)
+    balance_refresh_s: float = 60.0
+    catalog_refresh_s: float = 300.0
 
 
 @attrs.frozen
@@ -150,7 +160,9 @@ class SupplierConfig:
     plugin: str
     enabled: bool
     endpoint: str | None
-    credentials: Mapping[str, Secret] = attrs.field(repr=lambda c: "{" + ", ".join(f"{k!r}: ***" for k in c) + "}")
+    credentials: Mapping[str, Secret] = attrs.field(
+        repr=lambda c: "{" + ", ".join(f"{k!r}: ***" for k in c) + "}"
+    )
     limits: Limits = Limits()
     offers: Mapping[str, Offer] = attrs.Factory(dict)
     simulate: Simulate | None = None
@@ -251,18 +263,14 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
         journal=JournalConfig(path=journal.get("path", rel, base / "var/journal.sqlite3")),
         suppliers_dir=node.get("suppliers_dir", rel, base / "suppliers.d"),
         plugins_dir=node.get("plugins_dir", rel, None),
-        routing=RoutingConfig(
-            submit_retries=routing.get("submit_retries", s.as_int, d.submit_retries, check=s.between(1, 20)),
-            retry_backoff_s=routing.get("retry_backoff_s", s.as_float, d.retry_backoff_s, check=s.between(0, 60)),
-            max_rate_limit_wait_s=routing.get(
-                "max_rate_limit_wait_s", s.as_float, d.max_rate_limit_wait_s, check=s.between(0, 600)
-            ),
-        ),
+        routing=_read_routing(routing),
         orders=OrdersConfig(
             default_deadline_s=orders.get(
                 "default_deadline_s", s.as_float, o.default_deadline_s, check=s.between(1, 86400)
             ),
-            max_deadline_s=orders.get("max_deadline_s", s.as_float, o.max_deadline_s, check=s.between(1, 7 * 86400)),
+            max_deadline_s=orders.get(
+                "max_deadline_s", s.as_float, o.max_deadline_s, check=s.between(1, 7 * 86400)
+            ),
             reconcile_limit_s=orders.get(
                 "reconcile_limit_s", s.as_float, o.reconcile_limit_s, check=s.between(1, 30 * 86400)
             ),
@@ -284,6 +292,66 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     for part in (api, metrics, callbacks, journal, routing, orders, node):
         part.finish()
     return out
+
+
+def _read_routing(node: s.Node) -> RoutingConfig:
+    d = RoutingConfig()
+    dp, ds = Policy(), ScoringConfig()
+    weights = node.child("weights")
+    exploration = node.child("exploration")
+    learning = node.child("learning")
+    ejection = node.child("ejection")
+    refresh = node.child("refresh")
+    share = s.between(0, 1)
+    nonneg = s.between(0, None)
+    config = RoutingConfig(
+        submit_retries=node.get("submit_retries", s.as_int, d.submit_retries, check=s.between(1, 20)),
+        retry_backoff_s=node.get("retry_backoff_s", s.as_float, d.retry_backoff_s, check=s.between(0, 60)),
+        max_rate_limit_wait_s=node.get(
+            "max_rate_limit_wait_s", s.as_float, d.max_rate_limit_wait_s, check=s.between(0, 600)
+        ),
+        policy=Policy(
+            failure_cost=weights.get("failure_cost", s.as_float, dp.failure_cost, check=s.between(0, 100)),
+            latency_cost_per_s=weights.get(
+                "latency_cost_per_s", s.as_float, dp.latency_cost_per_s, check=s.between(0, 10)
+            ),
+            tie_band=weights.get("tie_band", s.as_float, dp.tie_band, check=s.between(0, 0.5)),
+            explore_share=exploration.get("share", s.as_float, dp.explore_share, check=s.between(0, 0.5)),
+            panic=ejection.get("panic", s.as_bool, dp.panic),
+        ),
+        scoring=ScoringConfig(
+            prior_success=learning.get(
+                "prior_success", s.as_float, ds.prior_success, check=s.between(0.01, 1)
+            ),
+            prior_weight=learning.get("prior_weight", s.as_float, ds.prior_weight, check=s.positive),
+            half_life_s=learning.get("half_life_s", s.as_float, ds.half_life_s, check=s.positive),
+            latency_alpha=learning.get(
+                "latency_alpha", s.as_float, ds.latency_alpha, check=s.between(0.001, 1)
+            ),
+            eject_after_failures=ejection.get(
+                "after_failures", s.as_int, ds.eject_after_failures, check=s.between(1, 1000)
+            ),
+            eject_below_success=ejection.get(
+                "below_success", s.as_float, ds.eject_below_success, check=share
+            ),
+            eject_min_evidence=ejection.get("min_evidence", s.as_float, ds.eject_min_evidence, check=nonneg),
+            eject_base_s=ejection.get("base_s", s.as_float, ds.eject_base_s, check=s.positive),
+            eject_max_s=ejection.get("max_s", s.as_float, ds.eject_max_s, check=s.positive),
+            eject_forget_s=ejection.get("forget_s", s.as_float, ds.eject_forget_s, check=nonneg),
+            offer_out_s=ejection.get("offer_out_s", s.as_float, ds.offer_out_s, check=s.positive),
+        ),
+        balance_refresh_s=refresh.get(
+            "balance_s", s.as_float, d.balance_refresh_s, check=s.between(1, 86400)
+        ),
+        catalog_refresh_s=refresh.get(
+            "catalog_s", s.as_float, d.catalog_refresh_s, check=s.between(1, 86400)
+        ),
+    )
+    if config.scoring.eject_max_s < config.scoring.eject_base_s:
+        ejection.error("max_s", "must be at least base_s")
+    for part in (weights, exploration, learning, ejection, refresh):
+        part.finish()
+    return config
 
 
 def _substitute(text: str, node: s.Node, key: str) -> str | None:
@@ -374,7 +442,7 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         node.error("plugin", f"unknown plugin {plugin!r} (known: {known})")
     simulate_node = node.child("simulate") if "simulate" in node.data else None
     simulate = _read_simulate(simulate_node) if simulate_node is not None else None
-    endpoint = node.get("endpoint", s.as_str, None)
+    endpoint: str | None = node.get("endpoint", s.as_str, None)
     if endpoint is not None:
         # substitute first: "${SUPPLIER_URL}" is only a URL once expanded
         endpoint = _substitute(endpoint, node, "endpoint")
@@ -387,13 +455,17 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
     credentials = _read_credentials(cred_node, path.parent)
     if plugin is not None and plugins is not None and plugin in plugins:
         for needed in sorted(plugins[plugin].required_credentials):
-            if needed not in credentials and not any(p.key.startswith(f"credentials.{needed}") for p in sink[before:]):
+            if needed not in credentials and not any(
+                p.key.startswith(f"credentials.{needed}") for p in sink[before:]
+            ):
                 cred_node.error(needed, f"is required by plugin {plugin!r}")
     limits_node = node.child("limits")
     dl = Limits()
     limits = Limits(
         rate_per_s=limits_node.get("rate_per_s", s.as_float, dl.rate_per_s, check=s.positive),
-        max_in_flight=limits_node.get("max_in_flight", s.as_int, dl.max_in_flight, check=s.between(1, 100_000)),
+        max_in_flight=limits_node.get(
+            "max_in_flight", s.as_int, dl.max_in_flight, check=s.between(1, 100_000)
+        ),
         timeout_s=limits_node.get("timeout_s", s.as_float, dl.timeout_s, check=s.between(0.1, 600)),
     )
     limits_node.finish()
@@ -407,7 +479,9 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
             offers_node.error(sku, "not a valid sku (letters, digits and _.:- only, at most 64)")
             continue
         entry = offers_node.child(sku)
-        product_id = entry.get("product_id", lambda v: str(s.as_int(v)) if isinstance(v, int) else s.as_str(v))
+        product_id = entry.get(
+            "product_id", lambda v: str(s.as_int(v)) if isinstance(v, int) else s.as_str(v)
+        )
         price = entry.get("price", s.as_money)
         entry.finish()
         if product_id is not None and price is not None:
@@ -436,8 +510,8 @@ def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = N
     None, the registry is discovered from entry points and ``plugins_dir``.
     Raises ``ConfigError`` listing every problem found.
     """
-    from .plugin import load_plugins
     from .errors import PluginError
+    from .plugin import load_plugins
 
     file = Path(path).absolute()
     sink: list[Problem] = []
@@ -471,7 +545,9 @@ def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = N
         supplier = read_supplier(supplier_file, sink, plugins)
         if supplier is not None:
             if supplier.name in suppliers:
-                s.Problems(_display(supplier_file), sink).add("", f"supplier {supplier.name!r} is defined twice")
+                s.Problems(_display(supplier_file), sink).add(
+                    "", f"supplier {supplier.name!r} is defined twice"
+                )
             suppliers[supplier.name] = supplier
     if not files:
         problems.add("suppliers_dir", f"no supplier files (*.yaml) in {_display(sdir)}")

@@ -11,6 +11,7 @@ order API.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from .metrics import Metrics
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
 from .outcome import Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
 from .plugin import Plugin, SubmitRequest
-from .routing import Ranking, rank
+from .routing import Choice, Ranking, Router
 
 log = logging.getLogger("kamen_router.orders")
 
@@ -80,6 +81,15 @@ class Dispatcher:
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self.ready = False
+        #: monotonic clock for routing decisions and statistics
+        self.clock: Callable[[], float] = trio.current_time
+        self.router = Router(
+            config.suppliers,
+            policy=config.routing.policy,
+            scoring=config.routing.scoring,
+            rng=random.Random(),
+        )
+        self.router.available = set(self.clients)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -166,12 +176,13 @@ class Dispatcher:
         return self._cached(order.order_id) or order
 
     def route(self, sku: str, order: Order | None = None) -> Ranking:
-        request = order.request if order is not None else None
-        return rank(
-            sku,
-            self.config.suppliers,
-            max_price=None if request is None else request.max_price,
-            tried=() if order is None else order.tried(),
+        """The explained ranking for ``sku`` now (for one order, or for a
+        unit with no ceiling)."""
+        if order is None:
+            return self.router.rank(sku, self.clock())
+        r = order.request
+        return self.router.rank(
+            sku, self.clock(), max_price=r.max_price, tried=order.tried(), quantity=r.quantity
         )
 
     def _remember(self, order: Order) -> None:
@@ -226,9 +237,9 @@ class Dispatcher:
             order.fail("deadline_exceeded", "no supplier delivered before the order's deadline", now)
             await self._save(order)
             return
-        ranking = self.route(order.request.sku, order)
-        best = ranking.best
-        if best is None or best.supplier not in self.clients:
+        choice = await self._choose(order)
+        if not isinstance(choice, Choice):
+            now = self.wall()
             if order.attempts:
                 last = order.attempts[-1]
                 order.fail(
@@ -236,20 +247,47 @@ class Dispatcher:
                     f"every supplier was tried; the last said {last.reason or last.outcome}",
                     now,
                 )
+            elif choice is None:
+                order.fail("deadline_exceeded", "every supplier was at its limits until the deadline", now)
             else:
                 why = (
-                    ", ".join(f"{e.supplier}: {e.reason}" for e in ranking.excluded)
+                    ", ".join(f"{e.supplier}: {e.reason}" for e in choice.excluded)
                     or "no supplier offers this sku"
                 )
                 order.fail("no_supplier", f"no supplier can take this order ({why})", now)
             await self._save(order)
             return
-        attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, now)
-        # the attempt, with its key, is on disk before the request leaves
-        await self._save(order)
-        await self._submit_attempt(order, attempt)
+        best = choice.candidate
+        try:
+            attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+            # the attempt, with its key, is on disk before the request leaves
+            await self._save(order)
+            await self._submit_attempt(order, attempt, holding_slot=True)
+        finally:
+            self.router.release(best.supplier)
         if attempt.state in (AttemptState.PENDING, AttemptState.UNKNOWN):
             await self._follow(order, attempt)
+
+    async def _choose(self, order: Order) -> Choice | Ranking | None:
+        """A supplier with its limits taken, or the ranking that says why
+        nobody can take the order, or None if every candidate stayed at its
+        limits until the order's deadline."""
+        r = order.request
+        while True:
+            now = self.clock()
+            choice = self.router.choose(
+                r.sku, now, max_price=r.max_price, tried=order.tried(), quantity=r.quantity
+            )
+            if isinstance(choice, Choice):
+                if choice.why != "best":
+                    log.debug("order %s: %s -> %s", order.order_id, choice.why, choice.candidate.supplier)
+                return choice
+            if not choice.candidates:
+                return choice
+            # every candidate is at its rate or in-flight limit: wait briefly
+            if self.wall() >= order.deadline_at:
+                return None
+            await trio.sleep(min(self.router.wait_hint(choice, now), 0.05))
 
     def _request(self, order: Order, attempt: Attempt) -> SubmitRequest:
         r = order.request
@@ -304,6 +342,14 @@ class Dispatcher:
             # the request may have reached the supplier: never guess
             outcome = Unknown(f"{exc.__class__.__name__}")
         latency = time.perf_counter() - start
+        self.router.board.observe(
+            attempt.supplier,
+            order.request.sku,
+            outcome,
+            self.clock(),
+            latency_s=latency,
+            cost=attempt.unit_price * order.request.quantity,
+        )
         self.metrics.supplier_latency.labels(supplier=attempt.supplier, operation=operation).observe(latency)
         self.metrics.attempts.labels(
             supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value
@@ -321,10 +367,19 @@ class Dispatcher:
         )
         return outcome, latency * 1000
 
-    async def _submit_attempt(self, order: Order, attempt: Attempt) -> None:
+    async def _submit_attempt(self, order: Order, attempt: Attempt, *, holding_slot: bool) -> None:
+        """Submit until the supplier gives an answer other than RATE_LIMITED
+        (within ``routing.max_rate_limit_wait_s``); ``holding_slot`` says the
+        caller already took this supplier's limits for the first try."""
         limit_wait = self.config.routing.max_rate_limit_wait_s
-        for _ in range(5):
-            outcome, latency = await self._call(order, attempt, "submit")
+        for tries in range(5):
+            if tries and not await self._take_limits(attempt.supplier, order):
+                break
+            try:
+                outcome, latency = await self._call(order, attempt, "submit")
+            finally:
+                if tries:
+                    self.router.release(attempt.supplier)
             if isinstance(outcome, RateLimited):
                 wait = outcome.retry_after if outcome.retry_after is not None else 1.0
                 if wait <= limit_wait and self.wall() + wait < order.deadline_at:
@@ -334,12 +389,28 @@ class Dispatcher:
             if isinstance(outcome, NotFound):  # not a submit answer: a plugin fault
                 outcome = Unknown("submit answered not-found")
             order.record(attempt, outcome, self.wall(), latency)
-            self._check_ceiling(order)
+            self._after_outcome(order, attempt, outcome)
             await self._save(order)
             return
         # rate limited throughout: the supplier did not take it
         order.end_attempt(attempt, AttemptState.REJECTED, "rate_limited", self.wall())
         await self._save(order)
+
+    async def _take_limits(self, supplier: str, order: Order) -> bool:
+        limiter = self.router.limiters.get(supplier)
+        if limiter is None:
+            return False
+        while not limiter.can_submit(self.clock()):
+            if self.wall() >= order.deadline_at:
+                return False
+            await trio.sleep(min(max(limiter.wait_hint(self.clock()), 0.005), 0.05))
+        limiter.take_submit(self.clock())
+        return True
+
+    def _after_outcome(self, order: Order, attempt: Attempt, outcome: Outcome) -> None:
+        if outcome.kind is Kind.DELIVERED and order.unit_price is not None:
+            self.router.board.spend(attempt.supplier, order.unit_price * order.request.quantity)
+            self._check_ceiling(order)
 
     def _check_ceiling(self, order: Order) -> None:
         ceiling = order.request.max_price
@@ -386,7 +457,7 @@ class Dispatcher:
             now = self.wall()
             if outcome.kind in (Kind.DELIVERED, Kind.FAILED):
                 order.record(attempt, outcome, now)
-                self._check_ceiling(order)
+                self._after_outcome(order, attempt, outcome)
                 await self._save(order)
             elif outcome.kind is Kind.PENDING:
                 not_found_since = None

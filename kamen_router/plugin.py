@@ -141,7 +141,11 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
     if declared != name:
         faults.append(f"name is {declared!r}, expected {name!r}")
     creds = getattr(cls, "required_credentials", None)
-    if isinstance(creds, str) or not isinstance(creds, Collection) or not all(isinstance(c, str) for c in creds):
+    if (
+        isinstance(creds, str)
+        or not isinstance(creds, Collection)
+        or not all(isinstance(c, str) for c in creds)
+    ):
         faults.append("required_credentials must be a collection of strings")
     if not isinstance(getattr(cls, "schedule", None), QuerySchedule):
         faults.append("schedule must be a QuerySchedule")
@@ -154,7 +158,11 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
             faults.append(f"{method} must be a coroutine function (async def)")
             continue
         params = list(inspect.signature(fn).parameters.values())[1:]
-        required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [
+            p
+            for p in params
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         if len(required) != nargs or (nargs and len(params) < nargs):
             faults.append(f"{method} must take {nargs} argument(s) after self, takes {len(required)}")
         elif any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
@@ -184,7 +192,9 @@ def _load_file(path: Path) -> type[Plugin]:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         sys.modules.pop(module_name, None)
-        raise PluginError(f"plugin {name!r} ({path}): import failed: {exc.__class__.__name__}: {exc}") from exc
+        raise PluginError(
+            f"plugin {name!r} ({path}): import failed: {exc.__class__.__name__}: {exc}"
+        ) from exc
     cls = getattr(module, "PLUGIN", None)
     if cls is None:
         raise PluginError(f"plugin {name!r} ({path}): the module defines no PLUGIN")
@@ -203,7 +213,9 @@ def load_plugins(plugins_dir: Path | None) -> dict[str, type[Plugin]]:
         try:
             cls = ep.load()
         except (Exception, SystemExit) as exc:
-            raise PluginError(f"plugin {ep.name!r} ({origin}): import failed: {exc.__class__.__name__}: {exc}") from exc
+            raise PluginError(
+                f"plugin {ep.name!r} ({origin}): import failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
         if ep.name in found and found[ep.name][1] != origin:
             raise PluginError(f"plugin {ep.name!r} is defined twice: {found[ep.name][1]} and {origin}")
         found[ep.name] = (validate_plugin(cls, ep.name, origin), origin)

@@ -69,7 +69,8 @@ def write_config(
         "metrics": {"listen": "127.0.0.1:0"},
         "journal": {"path": "var/journal.sqlite3"},
         "suppliers_dir": "suppliers.d",
-        "routing": {"retry_backoff_s": 0.01},
+        # no exploration: the tests assert which supplier gets each order
+        "routing": {"retry_backoff_s": 0.01, "exploration": {"share": 0}},
         "skus": dict(skus if skus is not None else SKUS),
     }
     for key, value in router.items():
