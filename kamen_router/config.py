@@ -104,9 +104,9 @@ class RoutingConfig:
     max_rate_limit_wait_s: float = 5.0
     #: weights, exploration and panic mode (``weights:``, ``exploration:``,
     #: ``ejection.panic``)
-    policy: Policy = Policy()
+    policy: Policy = attrs.Factory(Policy)
     #: learning and ejection (``learning:``, ``ejection:``)
-    scoring: ScoringConfig = ScoringConfig()
+    scoring: ScoringConfig = attrs.Factory(ScoringConfig)
     #: background refresh of balances and catalogs (``refresh:``)
     balance_refresh_s: float = 60.0
     catalog_refresh_s: float = 300.0
@@ -243,7 +243,6 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     journal = node.child("journal")
     routing = node.child("routing")
     orders = node.child("orders")
-    d = RoutingConfig()
     o = OrdersConfig()
     out = dict(
         api=ApiConfig(

@@ -136,7 +136,7 @@ class Ejection:
         self.probe_in_flight = False
 
     def cooldown(self, cfg: ScoringConfig) -> float:
-        return min(cfg.eject_max_s, cfg.eject_base_s * 2 ** max(0, self.ejections - 1))
+        return float(min(cfg.eject_max_s, cfg.eject_base_s * 2.0 ** max(0, self.ejections - 1)))
 
     def record(self, success: bool, now: float, estimate: float, evidence: float, cfg: ScoringConfig) -> None:
         self.probe_in_flight = False
@@ -269,7 +269,7 @@ class Scoreboard:
         elif kind is Kind.UNKNOWN:
             sup.stats.observe(False, now, cfg)
         elif kind is Kind.REJECTED:
-            reason = outcome.reason  # type: ignore[union-attr]
+            reason = outcome.reason
             if reason in _SUPPLIER_FAULTS:
                 sup.stats.observe(False, now, cfg)
             elif reason in _OFFER_FAULTS:
