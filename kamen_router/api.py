@@ -119,6 +119,10 @@ class OrderApi:
             if not sku or sku not in self.config.skus:
                 return Response.error(400, "unknown_sku", "give a configured sku: /v1/route?sku=...")
             return Response.json(200, self.dispatcher.route(sku).to_json())
+        if path == "/v1/suppliers":
+            if request.method != "GET":
+                return _method_not_allowed("GET")
+            return Response.json(200, {"suppliers": self.dispatcher.suppliers_snapshot()})
         if path == "/healthz":
             ready = self.dispatcher.ready
             return Response.json(200 if ready else 503, {"status": "ok" if ready else "starting"})

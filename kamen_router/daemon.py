@@ -90,6 +90,7 @@ async def serve_daemon(
             metrics = Metrics()
             metrics.register_suppliers(list(config.suppliers))
             dispatcher = Dispatcher(config, clients, journal, metrics)
+            metrics.watch_suppliers(dispatcher.suppliers_snapshot)
             await nursery.start(HttpServer(OrderApi(dispatcher), name="api").serve, [api_listener])
             metrics_url = None
             if config.metrics.listen is not None:

@@ -14,7 +14,8 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import tenacity
 import trio
@@ -23,9 +24,10 @@ from .config import RouterConfig
 from .errors import KamenRouterError, SupplierUnreachable
 from .journal import Journal
 from .metrics import Metrics
+from .money import format_money
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
 from .outcome import Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
-from .plugin import Plugin, SubmitRequest
+from .plugin import CatalogItem, Plugin, SubmitRequest
 from .routing import Choice, Ranking, Router
 
 log = logging.getLogger("kamen_router.orders")
@@ -51,6 +53,13 @@ class Overloaded(KamenRouterError):
 
 class NotReady(KamenRouterError):
     """Raised when an order arrives before recovery has finished."""
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as a log line: its type and message (never a request, whose
+    URL or body may carry credentials)."""
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def mask(account: str | None) -> str:
@@ -106,8 +115,114 @@ class Dispatcher:
             if recovered:
                 log.info("recovered %d open orders from the journal", len(recovered))
             self.ready = True
+            for name in self.clients:
+                nursery.start_soon(self._refresh, name)
             task_status.started()
             await trio.sleep_forever()
+
+    # ------------------------------------------------------- supplier state
+
+    async def _refresh(self, name: str) -> None:
+        """Keep one supplier's balance (and catalog, where its plugin has
+        one) fresh, on ``routing.refresh`` intervals, for as long as the
+        daemon runs. Failures are logged and retried at the next interval."""
+        plugin = self.clients[name]
+        catalog = getattr(plugin, "catalog", None)
+        next_balance = next_catalog = self.clock()
+        while True:
+            routing = self.config.routing
+            supplier = self.config.suppliers.get(name)
+            if supplier is None:
+                return  # removed by a reload
+            budget = supplier.limits.timeout_s * HARD_TIMEOUT_FACTOR + 1
+            now = self.clock()
+            if now >= next_balance:
+                next_balance = now + routing.balance_refresh_s
+                try:
+                    with trio.fail_after(budget):
+                        balance = await plugin.balance()
+                except Exception as exc:
+                    log.warning("balance of %s: %s", name, _describe(exc))
+                else:
+                    if balance is not None:
+                        self.router.board.set_balance(name, balance, self.clock())
+            if catalog is not None and now >= next_catalog:
+                next_catalog = now + routing.catalog_refresh_s
+                try:
+                    with trio.fail_after(budget):
+                        items = await catalog()
+                except Exception as exc:
+                    log.warning("catalog of %s: %s", name, _describe(exc))
+                else:
+                    self._apply_catalog(name, items)
+            wake = min(next_balance, next_catalog) if catalog is not None else next_balance
+            await trio.sleep(max(0.0, wake - self.clock()))
+
+    def _apply_catalog(self, name: str, items: Iterable[CatalogItem]) -> None:
+        supplier = self.config.suppliers.get(name)
+        if supplier is None:
+            return
+        by_product = {item.product_id: item for item in items}
+        now = self.clock()
+        for sku, offer in supplier.offers.items():
+            item = by_product.get(offer.product_id)
+            if item is None:
+                # the supplier no longer lists it: off shelf
+                self.router.board.set_catalog_entry(name, sku, price=None, available=False, now=now)
+                continue
+            if item.price is not None and item.price != offer.price:
+                log.info(
+                    "catalog of %s: %s costs %s (configured %s)", name, sku, item.price, offer.price
+                )
+            self.router.board.set_catalog_entry(name, sku, price=item.price, available=item.available, now=now)
+            if item.available is False and item.stock == 0:
+                self.router.board.offer(name, sku).out_reason = "out_of_stock"
+
+    def suppliers_snapshot(self) -> list[dict[str, Any]]:
+        """Every configured supplier's live state, as ``GET /v1/suppliers``
+        shows it."""
+        now = self.clock()
+        board = self.router.board
+        cfg = board.config
+        out = []
+        for name, supplier in self.config.suppliers.items():
+            state = board.supplier(name)
+            ejection = state.stats.ejection
+            limiter = self.router.limiters.get(name)
+            offers = {}
+            for sku, offer in supplier.offers.items():
+                off = board.offer(name, sku)
+                health, _scope = board.health(name, sku, now)
+                offers[sku] = {
+                    "product_id": offer.product_id,
+                    "configured_price": format_money(offer.price),
+                    "catalog_price": None if off.catalog_price is None else format_money(off.catalog_price),
+                    "success": round(board.success(name, sku, now), 4),
+                    "health": health.value,
+                    "out": off.out_reason if off.out_until > now else None,
+                }
+            out.append(
+                {
+                    "name": name,
+                    "plugin": supplier.plugin,
+                    "enabled": supplier.enabled,
+                    "health": ejection.health(now).value,
+                    "ejected_for_s": round(max(0.0, ejection.until - now), 1),
+                    "ejections": ejection.ejections,
+                    "consecutive_failures": ejection.consecutive_failures,
+                    "success": round(state.stats.success(now, cfg), 4),
+                    "latency_ms": None if state.stats.latency_s is None else round(state.stats.latency_s * 1000, 1),
+                    "attempts": state.stats.attempts,
+                    "in_flight": 0 if limiter is None else limiter.in_flight,
+                    "max_in_flight": supplier.limits.max_in_flight,
+                    "rate_per_s": supplier.limits.rate_per_s,
+                    "balance": None if state.balance is None else format_money(state.balance),
+                    "drained": state.drained_need is not None,
+                    "rate_limited_for_s": round(max(0.0, state.paused_until - now), 1),
+                    "offers": offers,
+                }
+            )
+        return out
 
     # ---------------------------------------------------------------- intake
 

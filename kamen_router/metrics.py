@@ -7,8 +7,13 @@ free text, so the series count is bounded by configuration.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from . import __version__
 from .http import Request, Response
@@ -54,6 +59,10 @@ class Metrics:
         )
         self.build.labels(version=__version__).set(1)
 
+    def watch_suppliers(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export the router's view of each supplier, read at scrape time."""
+        self.registry.register(_SupplierCollector(snapshot))
+
     def register_suppliers(self, names: list[str]) -> None:
         """Make each supplier's series exist from the start, at zero."""
         for name in names:
@@ -68,3 +77,57 @@ class Metrics:
         if request.method not in ("GET", "HEAD"):
             return Response.error(405, "method_not_allowed", "use GET")
         return Response(200, self.exposition(), CONTENT_TYPE_LATEST)
+
+
+class _SupplierCollector(Collector):
+    """Score terms, ejection, limits and balance per supplier, from one
+    snapshot per scrape."""
+
+    def __init__(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []  # no fixed description: the supplier set can change on reload
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(
+            "kamen_router_supplier_success_ratio", "Estimated chance an attempt delivers", labels=["supplier"]
+        )
+        latency = GaugeMetricFamily(
+            "kamen_router_supplier_latency_seconds",
+            "Running mean of the supplier's reply time, as routing uses it",
+            labels=["supplier"],
+        )
+        ejected = GaugeMetricFamily(
+            "kamen_router_supplier_ejected", "1 while the supplier is ejected, else 0", labels=["supplier"]
+        )
+        ejections = GaugeMetricFamily(
+            "kamen_router_supplier_ejection_streak",
+            "Ejections in the current streak (the cool-down doubles with each)",
+            labels=["supplier"],
+        )
+        balance = GaugeMetricFamily(
+            "kamen_router_supplier_balance",
+            "Last known prepaid balance at the supplier, in its currency (CNY)",
+            labels=["supplier"],
+        )
+        drained = GaugeMetricFamily(
+            "kamen_router_supplier_drained",
+            "1 after an insufficient-balance rejection until a refresh shows money",
+            labels=["supplier"],
+        )
+        limit = GaugeMetricFamily(
+            "kamen_router_supplier_max_in_flight", "Configured cap on submits in flight", labels=["supplier"]
+        )
+        for row in self.snapshot():
+            name = [row["name"]]
+            success.add_metric(name, row["success"])
+            if row["latency_ms"] is not None:
+                latency.add_metric(name, row["latency_ms"] / 1000)
+            ejected.add_metric(name, 1.0 if row["health"] == "ejected" else 0.0)
+            ejections.add_metric(name, row["ejections"])
+            if row["balance"] is not None:
+                balance.add_metric(name, float(row["balance"]))
+            drained.add_metric(name, 1.0 if row["drained"] else 0.0)
+            limit.add_metric(name, row["max_in_flight"])
+        yield from (success, latency, ejected, ejections, balance, drained, limit)

@@ -95,6 +95,18 @@ class SupplierContext:
         return self.supplier.limits.timeout_s
 
 
+@attrs.frozen
+class CatalogItem:
+    """One product in a supplier's catalog, as its plugin reads it."""
+
+    product_id: str
+    #: the supplier's current unit price, when it says
+    price: Decimal | None = None
+    #: on shelf and in stock (None: the catalog does not say)
+    available: bool | None = None
+    stock: int | None = None
+
+
 @runtime_checkable
 class Simulator(Protocol):
     """An in-process upstream that speaks one plugin's protocol."""
@@ -117,6 +129,15 @@ class Plugin(Protocol):
     async def query(self, request: SubmitRequest) -> Outcome: ...
 
     async def balance(self) -> Decimal | None: ...
+
+
+class CatalogPlugin(Plugin, Protocol):
+    """A plugin whose supplier publishes prices and stock. ``catalog`` is
+    optional: a plugin that defines it is asked on ``routing.refresh.catalog_s``
+    and its answer replaces configured prices and takes products that are
+    off shelf or out of stock out of routing until they come back."""
+
+    async def catalog(self) -> Collection[CatalogItem]: ...
 
 
 #: ``(supplier config, simulate block) -> http handler`` serving that protocol
@@ -172,6 +193,9 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
         init.bind(object())
     except (TypeError, ValueError):
         faults.append("the constructor must take one argument, the SupplierContext")
+    catalog = getattr(cls, "catalog", None)
+    if catalog is not None and not inspect.iscoroutinefunction(catalog):
+        faults.append("catalog, when defined, must be a coroutine function (async def)")
     simulator = getattr(cls, "simulator", None)
     if simulator is not None and not callable(simulator):
         faults.append("simulator, when set, must be callable")
@@ -261,6 +285,8 @@ async def send(
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "CatalogItem",
+    "CatalogPlugin",
     "Plugin",
     "PluginRegistry",
     "QuerySchedule",

@@ -96,7 +96,12 @@ async def test_every_supplier_failing_fails_the_order(make_daemon: Any) -> None:
         reply = await daemon.order({"order_id": "f3", "sku": "mobile-cmcc-100", "account": "13800138000"})
         assert reply["state"] == "failed"
         assert reply["error"]["code"] == "suppliers_exhausted"
-        assert [a["reason"] for a in reply["attempts"]] == ["failed", "out_of_stock", "insufficient_balance"]
+        # the catalog showed mid out of stock and the balance refresh showed
+        # dear nearly empty, so neither was even tried
+        assert [a["reason"] for a in reply["attempts"]] == ["failed"]
+        route = (await daemon.http.get("/v1/route", params={"sku": "mobile-cmcc-100"})).json()
+        reasons = {e["supplier"]: e["reason"] for e in route["excluded"]}
+        assert reasons == {"mid": "out_of_stock", "dear": "balance_low"}
 
 
 async def test_price_ceiling_skips_dearer_suppliers(make_daemon: Any) -> None:

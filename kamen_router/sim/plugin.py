@@ -80,9 +80,10 @@ from ..outcome import (
     RejectReason,
     Unknown,
 )
-from ..plugin import QuerySchedule, SubmitRequest, SupplierContext, send
+from ..plugin import CatalogItem, QuerySchedule, SubmitRequest, SupplierContext, send
 from .protocol import (
     PATH_BALANCE,
+    PATH_CATALOG,
     PATH_ORDER,
     PATH_QUERY,
     Code,
@@ -226,6 +227,32 @@ class SimPlugin:
         if value is None:
             raise SimReplyError(f"balance of {self._context.name}: the reply has no valid balance")
         return value
+
+    async def catalog(self) -> list[CatalogItem]:
+        """Every product of this account with its price, shelf state and stock."""
+        response = await self._post(PATH_CATALOG, {})
+        data = _decode(response)
+        if isinstance(data, Unknown):
+            raise SimReplyError(f"catalog of {self._context.name}: {data.detail}")
+        if data["code"] != Code.OK or not isinstance(data.get("products"), list):
+            raise SimReplyError(f"catalog of {self._context.name}: code {data['code']}")
+        items = []
+        for product in data["products"]:
+            if not isinstance(product, dict) or not isinstance(product.get("product_id"), str):
+                continue
+            stock = product.get("stock")
+            stock = stock if isinstance(stock, int) and not isinstance(stock, bool) else None
+            on_shelf = product.get("on_shelf")
+            available = None if not isinstance(on_shelf, bool) else on_shelf and (stock is None or stock > 0)
+            items.append(
+                CatalogItem(
+                    product_id=product["product_id"],
+                    price=parse_money(product.get("price")),
+                    available=available,
+                    stock=stock,
+                )
+            )
+        return items
 
     # -------------------------------------------------------------- transport
 

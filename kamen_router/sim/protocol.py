@@ -41,6 +41,7 @@ HEADER_SIGN = "X-Sign"
 PATH_ORDER = "/order"
 PATH_QUERY = "/query"
 PATH_BALANCE = "/balance"
+PATH_CATALOG = "/catalog"
 PATH_LEDGER = "/ledger"
 
 #: how far a request's timestamp may be from the server's wall clock

@@ -58,6 +58,7 @@ from .protocol import (
     MAX_QUANTITY,
     MAX_SKEW_S,
     PATH_BALANCE,
+    PATH_CATALOG,
     PATH_LEDGER,
     PATH_ORDER,
     PATH_QUERY,
@@ -207,6 +208,8 @@ class SimSupplier:
         self._clock = clock
         self._wall_clock = wall_clock
         self.maintenance = False
+        #: product ids a test has taken off shelf (answered 1002, shown in the catalog)
+        self.off_shelf: set[str] = set()
         self.balance: Decimal = self.simulate.balance
         # product id -> price; two skus on one product id keep the first price
         self.prices: dict[str, Decimal] = {}
@@ -229,6 +232,7 @@ class SimSupplier:
             PATH_ORDER: self._order,
             PATH_QUERY: self._query,
             PATH_BALANCE: self._balance,
+            PATH_CATALOG: self._catalog,
         }
 
     def __repr__(self) -> str:
@@ -314,7 +318,7 @@ class SimSupplier:
         if self.maintenance:
             return _answer(200, Code.MAINTENANCE, "down for maintenance")
         price = self.prices.get(req.product_id)
-        if price is None:
+        if price is None or req.product_id in self.off_shelf:
             return _answer(200, Code.PRODUCT_UNAVAILABLE, "unknown product or off the shelf")
         if req.account and any(word in req.account.lower() for word in ("invalid", "blacklist")):
             return _answer(200, Code.INVALID_ACCOUNT, "invalid or blacklisted account")
@@ -375,6 +379,18 @@ class SimSupplier:
 
     def _balance(self, body: Mapping[str, Any]) -> _Answer:
         return _answer(200, Code.OK, "ok", balance=format_money(self.balance))
+
+    def _catalog(self, body: Mapping[str, Any]) -> _Answer:
+        products = [
+            {
+                "product_id": product_id,
+                "price": format_money(price),
+                "on_shelf": product_id not in self.off_shelf,
+                "stock": self.stock.get(product_id),
+            }
+            for product_id, price in self.prices.items()
+        ]
+        return _answer(200, Code.OK, "ok", products=products)
 
     # --------------------------------------------------------------- helpers
 
