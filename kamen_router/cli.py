@@ -129,7 +129,7 @@ def _socket(args: argparse.Namespace) -> Path:
     return _load(args.config).api.socket
 
 
-def _client_call(args: argparse.Namespace, call: Any) -> int:
+def _client_call(args: argparse.Namespace, call: Any, render: Any = None) -> int:
     from .client import OrderClient
 
     socket = _socket(args)
@@ -145,8 +145,11 @@ def _client_call(args: argparse.Namespace, call: Any) -> int:
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    json.dump(reply, sys.stdout, indent=2, ensure_ascii=False)
-    print()
+    if render is not None:
+        print(render(reply))
+    else:
+        json.dump(reply, sys.stdout, indent=2, ensure_ascii=False)
+        print()
     return 0
 
 
@@ -177,8 +180,97 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _client_call(args, lambda c: c.get(args.order_id, wait_s=args.wait))
 
 
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _explain_text(route: dict[str, Any]) -> str:
+    out = [f"sku {route['sku']}" + ("  (panic: every candidate is ejected)" if route["panic"] else ""), ""]
+    rows = []
+    for rank_no, c in enumerate(route["candidates"], 1):
+        price = c["unit_price"] + (
+            "" if c["unit_price"] == c["configured_price"] else f" (cfg {c['configured_price']})"
+        )
+        rows.append(
+            [
+                str(rank_no),
+                c["supplier"],
+                price,
+                f"{c['success']:.3f}",
+                f"{c['latency_ms']:.0f} ms",
+                f"+{c['failure_term'] * 100:.2f}%",
+                f"+{c['latency_term'] * 100:.2f}%",
+                f"{c['score']:.2f}",
+                c["health"],
+                f"{c['in_flight']}/{c['max_in_flight']}",
+                f"{c['tokens']:.1f}",
+                c["balance"] or "?",
+            ]
+        )
+    header = [
+        "#",
+        "supplier",
+        "price",
+        "success",
+        "latency",
+        "fail",
+        "lat",
+        "score",
+        "health",
+        "in-flight",
+        "tokens",
+        "balance",
+    ]
+    out.append(_table(rows, header) if rows else "no candidate")
+    if route["excluded"]:
+        out += ["", "excluded:"]
+        out += [
+            f"  {e['supplier']}: {e['reason']}" + (f" ({e['detail']})" if e["detail"] else "")
+            for e in route["excluded"]
+        ]
+    out += ["", "score = price x (1 + fail + lat): the expected cost of a delivered unit"]
+    return "\n".join(out)
+
+
+def _suppliers_text(reply: dict[str, Any]) -> str:
+    rows = []
+    for s in reply["suppliers"]:
+        health = s["health"] + (f" {s['ejected_for_s']:.0f}s" if s["health"] == "ejected" else "")
+        if not s["enabled"]:
+            health = "disabled"
+        if s["drained"]:
+            health += ",drained"
+        if s["rate_limited_for_s"]:
+            health += ",rate-limited"
+        latency = "-" if s["latency_ms"] is None else f"{s['latency_ms']:.0f} ms"
+        rows.append(
+            [
+                s["name"],
+                s["plugin"],
+                health,
+                f"{s['success']:.3f}",
+                latency,
+                str(s["attempts"]),
+                f"{s['in_flight']}/{s['max_in_flight']}",
+                f"{s['rate_per_s']:g}/s",
+                s["balance"] or "?",
+            ]
+        )
+    return _table(
+        rows,
+        ["supplier", "plugin", "health", "success", "latency", "attempts", "in-flight", "rate", "balance"],
+    )
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    return _client_call(args, lambda c: c.route(args.sku))
+    return _client_call(args, lambda c: c.route(args.sku), None if args.json else _explain_text)
+
+
+def cmd_suppliers(args: argparse.Namespace) -> int:
+    return _client_call(args, lambda c: c.suppliers(), None if args.json else _suppliers_text)
 
 
 # ------------------------------------------------------------------ parser
@@ -238,10 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for a final state")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("explain", help="show how the running daemon ranks suppliers for a sku")
+    p = sub.add_parser("explain", help="show how the running daemon ranks suppliers for a sku, and why")
     socket_arg(p)
     p.add_argument("sku")
+    p.add_argument("--json", action="store_true", help="print the raw reply")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("suppliers", help="show every supplier's live score, health, limits and balance")
+    socket_arg(p)
+    p.add_argument("--json", action="store_true", help="print the raw reply")
+    p.set_defaults(func=cmd_suppliers)
     return parser
 
 

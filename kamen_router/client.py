@@ -114,6 +114,9 @@ class OrderClient:
     def route(self, sku: str) -> dict[str, Any]:
         return _answer(self._http.get("/v1/route", params={"sku": sku}))
 
+    def suppliers(self) -> dict[str, Any]:
+        return _answer(self._http.get("/v1/suppliers"))
+
     def health(self) -> dict[str, Any]:
         return _answer(self._http.get("/healthz"))
 
@@ -168,6 +171,9 @@ class AsyncOrderClient:
 
     async def route(self, sku: str) -> dict[str, Any]:
         return _answer(await self._http.get("/v1/route", params={"sku": sku}))
+
+    async def suppliers(self) -> dict[str, Any]:
+        return _answer(await self._http.get("/v1/suppliers"))
 
     async def health(self) -> dict[str, Any]:
         return _answer(await self._http.get("/healthz"))

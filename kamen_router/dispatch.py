@@ -171,10 +171,10 @@ class Dispatcher:
                 self.router.board.set_catalog_entry(name, sku, price=None, available=False, now=now)
                 continue
             if item.price is not None and item.price != offer.price:
-                log.info(
-                    "catalog of %s: %s costs %s (configured %s)", name, sku, item.price, offer.price
-                )
-            self.router.board.set_catalog_entry(name, sku, price=item.price, available=item.available, now=now)
+                log.info("catalog of %s: %s costs %s (configured %s)", name, sku, item.price, offer.price)
+            self.router.board.set_catalog_entry(
+                name, sku, price=item.price, available=item.available, now=now
+            )
             if item.available is False and item.stock == 0:
                 self.router.board.offer(name, sku).out_reason = "out_of_stock"
 
@@ -211,7 +211,9 @@ class Dispatcher:
                     "ejections": ejection.ejections,
                     "consecutive_failures": ejection.consecutive_failures,
                     "success": round(state.stats.success(now, cfg), 4),
-                    "latency_ms": None if state.stats.latency_s is None else round(state.stats.latency_s * 1000, 1),
+                    "latency_ms": None
+                    if state.stats.latency_s is None
+                    else round(state.stats.latency_s * 1000, 1),
                     "attempts": state.stats.attempts,
                     "in_flight": 0 if limiter is None else limiter.in_flight,
                     "max_in_flight": supplier.limits.max_in_flight,
