@@ -8,6 +8,7 @@ field and changes nothing. See docs/api.md.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -17,7 +18,11 @@ from .config import RouterConfig
 from .dispatch import Dispatcher, NotReady, OrderConflict, Overloaded
 from .http import BadRequest, Request, Response
 from .money import parse_money
-from .orders import FINAL, OrderRequest
+from .orders import FINAL, OrderRequest, State, TransitionError
+from .outcome import Card, Deliverables
+from .plugin import CallbackRejected, CallbackReply
+
+log = logging.getLogger("kamen_router.api")
 
 ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9@._+-]{1,64}$")
@@ -105,9 +110,15 @@ class OrderApi:
     async def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         if path == "/v1/orders":
+            if request.method == "GET":
+                return await self.list_orders(request)
+            if request.method != "POST":
+                return _method_not_allowed("GET, POST")
+            return await self.post_order(request)
+        if path.startswith("/v1/orders/") and path.endswith("/resolve"):
             if request.method != "POST":
                 return _method_not_allowed("POST")
-            return await self.post_order(request)
+            return await self.resolve(path[len("/v1/orders/") : -len("/resolve")], request)
         if path.startswith("/v1/orders/"):
             if request.method != "GET":
                 return _method_not_allowed("GET")
@@ -144,6 +155,49 @@ class OrderApi:
             order = await self.dispatcher.wait(order, wait_s)
         return Response.json(200 if order.state in FINAL else 202, order.to_json())
 
+    async def list_orders(self, request: Request) -> Response:
+        """``GET /v1/orders?state=attention``: the orders in one state."""
+        raw = request.query_one("state")
+        try:
+            state = State(raw or "")
+        except ValueError:
+            states = ", ".join(s.value for s in State)
+            return Response.error(400, "invalid_query", f"state: one of {states}")
+        limit_raw = request.query_one("limit") or "100"
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+            return Response.error(400, "invalid_query", "limit: an integer from 1 to 1000")
+        orders = await self.dispatcher.orders_in(state, int(limit_raw))
+        return Response.json(200, {"orders": [o.to_json() for o in orders]})
+
+    async def resolve(self, order_id: str, request: Request) -> Response:
+        """``POST /v1/orders/{id}/resolve`` with ``{"by": NAME, "delivered":
+        {cards, receipt}}`` or ``{"by": NAME, "failed": REASON}``."""
+        if not ORDER_ID.match(order_id):
+            return Response.error(400, "invalid_order", "order_id: not a valid order id")
+        body = request.json()
+        if not isinstance(body, dict) or set(body) - {"by", "delivered", "failed"}:
+            raise BadRequest("the body is {by, delivered} or {by, failed}", code="invalid_resolution")
+        by = body.get("by")
+        if not isinstance(by, str) or not 1 <= len(by) <= 64:
+            raise BadRequest("by: who resolves it, 1-64 characters", code="invalid_resolution")
+        delivered, failed = body.get("delivered"), body.get("failed")
+        if (delivered is None) == (failed is None):
+            raise BadRequest("give exactly one of delivered or failed", code="invalid_resolution")
+        deliverables = None
+        if delivered is not None:
+            deliverables = _parse_deliverables(delivered)
+        elif not isinstance(failed, str) or not 1 <= len(failed) <= 200:
+            raise BadRequest("failed: a reason, 1-200 characters", code="invalid_resolution")
+        try:
+            order = await self.dispatcher.resolve(
+                order_id, by=by, deliverables=deliverables, failed_reason=failed
+            )
+        except TransitionError as exc:
+            return Response.error(409, "not_in_attention", str(exc))
+        if order is None:
+            return Response.error(404, "not_found", f"no order {order_id}")
+        return Response.json(200, order.to_json())
+
     async def get_order(self, order_id: str, request: Request) -> Response:
         if not ORDER_ID.match(order_id):
             return Response.error(400, "invalid_order", "order_id: not a valid order id")
@@ -166,9 +220,80 @@ class OrderApi:
         return Response.json(200 if order.state in FINAL else 202, order.to_json())
 
 
+def _parse_deliverables(value: object) -> Deliverables:
+    if not isinstance(value, dict) or set(value) - {"cards", "receipt"}:
+        raise BadRequest(
+            "delivered: {cards: [{number, password, expires}], receipt}", code="invalid_resolution"
+        )
+    cards = value.get("cards") or []
+    receipt = value.get("receipt")
+    if not isinstance(cards, list) or (receipt is not None and not isinstance(receipt, str)):
+        raise BadRequest("delivered: cards is a list, receipt a string", code="invalid_resolution")
+    parsed = []
+    for card in cards:
+        if (
+            not isinstance(card, dict)
+            or not isinstance(card.get("number"), str)
+            or not isinstance(card.get("password"), str)
+            or not isinstance(card.get("expires"), str | None)
+        ):
+            raise BadRequest(
+                "delivered: each card is {number, password, expires?}", code="invalid_resolution"
+            )
+        parsed.append(Card(card["number"], card["password"], card.get("expires")))
+    if not parsed and not receipt:
+        raise BadRequest(
+            "delivered: give the cards or the receipt the customer got", code="invalid_resolution"
+        )
+    return Deliverables(tuple(parsed), receipt)
+
+
 def _method_not_allowed(allowed: str) -> Response:
     return Response(
         405,
         Response.error(405, "method_not_allowed", f"use {allowed}").body,
         headers=(("allow", allowed),),
     )
+
+
+class CallbackApi:
+    """The callback listener: ``POST /callbacks/{supplier}``.
+
+    The supplier's plugin verifies the signature and parses; the dispatcher
+    checks the attempt belongs to that supplier and that amounts and
+    quantities match. Whatever is refused is logged with a fixed reason and
+    changes nothing; the reply is in the supplier's own terms.
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    async def __call__(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "callbacks":
+            return Response.error(404, "not_found", "callbacks go to /callbacks/{supplier}")
+        name = parts[1]
+        plugin = self.dispatcher.clients.get(name)
+        if plugin is None or not hasattr(plugin, "parse_callback"):
+            log.warning("callback for unknown supplier %r from %s", name[:64], request.peer)
+            return Response.error(404, "not_found", "no such supplier")
+        if request.method != "POST":
+            return _method_not_allowed("POST")
+        metric = self.dispatcher.metrics.callbacks
+        callback_plugin: Any = plugin
+        try:
+            callback = callback_plugin.parse_callback(request)
+        except CallbackRejected as exc:
+            log.warning("callback to %s from %s rejected: %s", name, request.peer, exc.reason)
+            metric.labels(supplier=name, result="rejected").inc()
+            return _plugin_reply(callback_plugin.callback_reply(False))
+        result = await self.dispatcher.apply_callback(name, callback)
+        metric.labels(supplier=name, result=result).inc()
+        accepted = result in ("accepted", "duplicate")
+        if not accepted:
+            log.warning("callback to %s for attempt %s refused: %s", name, callback.attempt_key[:40], result)
+        return _plugin_reply(callback_plugin.callback_reply(accepted))
+
+
+def _plugin_reply(reply: CallbackReply) -> Response:
+    return Response(reply.status, reply.body, reply.content_type)

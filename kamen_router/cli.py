@@ -269,6 +269,50 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return _client_call(args, lambda c: c.route(args.sku), None if args.json else _explain_text)
 
 
+def _attention_text(reply: dict[str, Any]) -> str:
+    orders = reply["orders"]
+    if not orders:
+        return "no order needs attention"
+    rows = []
+    for o in orders:
+        last = o["attempts"][-1] if o["attempts"] else {}
+        rows.append(
+            [
+                o["order_id"],
+                o["sku"],
+                str(o["quantity"]),
+                last.get("supplier") or "-",
+                last.get("attempt_key") or "-",
+                (o["error"] or {}).get("code") or "-",
+                o["updated_at"],
+            ]
+        )
+    table = _table(rows, ["order", "sku", "qty", "supplier", "attempt key", "why", "since"])
+    return table + f"\n\n{len(orders)} order(s); settle each with: kamen-router attention resolve ORDER ..."
+
+
+def cmd_attention_list(args: argparse.Namespace) -> int:
+    return _client_call(
+        args, lambda c: c.orders_in("attention", args.limit), None if args.json else _attention_text
+    )
+
+
+def cmd_attention_resolve(args: argparse.Namespace) -> int:
+    import getpass
+
+    by = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
+    delivered = None
+    if args.delivered is not None:
+        try:
+            delivered = json.loads(args.delivered)
+        except ValueError:
+            print('error: --delivered takes JSON such as \'{"receipt": "SN123"}\'', file=sys.stderr)
+            return 1
+    return _client_call(
+        args, lambda c: c.resolve(args.order_id, by=by, delivered=delivered, failed=args.failed)
+    )
+
+
 def cmd_suppliers(args: argparse.Namespace) -> int:
     return _client_call(args, lambda c: c.suppliers(), None if args.json else _suppliers_text)
 
@@ -335,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sku")
     p.add_argument("--json", action="store_true", help="print the raw reply")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("attention", help="orders a human must settle: list them, resolve one")
+    att = p.add_subparsers(dest="attention_verb", required=True, metavar="ACTION")
+    q = att.add_parser("list", help="orders in attention, oldest first")
+    socket_arg(q)
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true", help="print the raw reply")
+    q.set_defaults(func=cmd_attention_list)
+    q = att.add_parser("resolve", help="settle an order in attention as delivered or failed")
+    socket_arg(q)
+    q.add_argument("order_id")
+    how = q.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--delivered", metavar="JSON", help='what the customer got: \'{"cards": [...], "receipt": "..."}\''
+    )
+    how.add_argument("--failed", metavar="REASON", help="why the order failed (the storefront may refund)")
+    q.add_argument("--by", help="who resolves it (default: the login name)")
+    q.set_defaults(func=cmd_attention_resolve)
 
     p = sub.add_parser("suppliers", help="show every supplier's live score, health, limits and balance")
     socket_arg(p)

@@ -117,6 +117,21 @@ class OrderClient:
     def suppliers(self) -> dict[str, Any]:
         return _answer(self._http.get("/v1/suppliers"))
 
+    def orders_in(self, state: str, limit: int = 100) -> dict[str, Any]:
+        return _answer(self._http.get("/v1/orders", params={"state": state, "limit": str(limit)}))
+
+    def resolve(
+        self, order_id: str, *, by: str, delivered: dict[str, Any] | None = None, failed: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"by": by}
+        if delivered is not None:
+            body["delivered"] = delivered
+        if failed is not None:
+            body["failed"] = failed
+        return _answer(
+            self._http.post(f"/v1/orders/{order_id}/resolve", content=dumps_json(body), headers=_HEADERS)
+        )
+
     def health(self) -> dict[str, Any]:
         return _answer(self._http.get("/healthz"))
 

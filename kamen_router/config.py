@@ -86,7 +86,11 @@ class MetricsConfig:
 @attrs.frozen
 class CallbacksConfig:
     listen: HostPort | None
+    #: the base URL suppliers reach the listener at (through a proxy, say);
+    #: defaults to http://LISTEN
     public_url: str | None
+    #: callbacks stamped further than this from now are refused as replays
+    replay_window_s: float = 600.0
 
 
 @attrs.frozen
@@ -257,6 +261,9 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
                 s.as_str,
                 None,
                 check=lambda u: None if re.match(r"^https?://", u) else "must be an http(s) URL",
+            ),
+            replay_window_s=callbacks.get(
+                "replay_window_s", s.as_float, 600.0, check=s.between(1, 7 * 86400)
             ),
         ),
         journal=JournalConfig(path=journal.get("path", rel, base / "var/journal.sqlite3")),

@@ -17,7 +17,7 @@ import attrs
 import httpx
 import trio
 
-from .api import OrderApi
+from .api import CallbackApi, OrderApi
 from .config import RouterConfig, SupplierConfig
 from .dispatch import Dispatcher
 from .http import HttpServer, bound_port, open_tcp_listener, open_unix_listener
@@ -70,12 +70,12 @@ async def serve_daemon(
     """Run the daemon until cancelled."""
     journal = await open_journal(config.journal.path)
     socket_path = config.api.socket
-    bound = False
+    socket_bound = False
     try:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         async with httpx.AsyncClient(trust_env=False, limits=limits) as http, trio.open_nursery() as nursery:
             api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
-            bound = True
+            socket_bound = True
             simulators: dict[str, str] = {}
             clients: dict[str, Plugin] = {}
             for name, supplier in config.suppliers.items():
@@ -98,6 +98,14 @@ async def serve_daemon(
                 metrics_listener = await open_tcp_listener(m.host, m.port)
                 metrics_url = f"http://{m.host}:{bound_port(metrics_listener)}/metrics"
                 await nursery.start(HttpServer(metrics.handle, name="metrics").serve, [metrics_listener])
+            if config.callbacks.listen is not None:
+                c = config.callbacks.listen
+                callback_listener = await open_tcp_listener(c.host, c.port)
+                local = f"http://{c.host}:{bound_port(callback_listener)}"
+                dispatcher.callback_base = (config.callbacks.public_url or local).rstrip("/")
+                await nursery.start(
+                    HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [callback_listener]
+                )
             await nursery.start(dispatcher.serve)
             log.info(
                 "ready: orders on %s, metrics on %s, %d suppliers (%d simulated)",
@@ -110,5 +118,5 @@ async def serve_daemon(
     finally:
         with trio.CancelScope(shield=True):
             await journal.close()
-        if bound:  # never remove a socket another daemon owns
+        if socket_bound:  # never remove a socket another daemon owns
             socket_path.unlink(missing_ok=True)

@@ -26,12 +26,21 @@ from .journal import Journal
 from .metrics import Metrics
 from .money import format_money
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
-from .outcome import Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
-from .plugin import CatalogItem, Plugin, SubmitRequest
+from .outcome import Deliverables, Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
+from .plugin import Callback, CatalogItem, Plugin, SubmitRequest
 from .routing import Choice, Ranking, Router
 
 log = logging.getLogger("kamen_router.orders")
 
+CALLBACK_RESULTS = (
+    "accepted",
+    "duplicate",
+    "stale",
+    "unknown_attempt",
+    "wrong_supplier",
+    "mismatch",
+    "contradiction",
+)
 #: settled orders kept in memory for fast repeat answers
 RECENT_CAPACITY = 10_000
 #: longest a plugin call may take whatever its own timeout says; beyond it
@@ -89,6 +98,12 @@ class Dispatcher:
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        #: base URL suppliers send callbacks to (None: no callback listener)
+        self.callback_base: str | None = None
+        #: attempt key -> open order, for callbacks
+        self._by_attempt: dict[str, Order] = {}
+        #: attempt key -> event set when a callback settles or advances it
+        self._nudges: dict[str, trio.Event] = {}
         self.ready = False
         #: monotonic clock for routing decisions and statistics
         self.clock: Callable[[], float] = trio.current_time
@@ -110,6 +125,7 @@ class Dispatcher:
             recovered = await self.journal.open_orders()
             for order in recovered:
                 self._open[order.order_id] = order
+                self._index(order)
                 nursery.start_soon(self._drive, order)
             self.metrics.open_orders.set(len(self._open))
             if recovered:
@@ -339,6 +355,9 @@ class Dispatcher:
         finally:
             if order.settled:
                 self._open.pop(order.order_id, None)
+                for attempt in order.attempts:
+                    self._by_attempt.pop(attempt.key, None)
+                    self._nudges.pop(attempt.key, None)
                 self._remember(order)
                 self.metrics.orders.labels(state=order.state.value).inc()
                 self.metrics.open_orders.set(len(self._open))
@@ -377,6 +396,7 @@ class Dispatcher:
         best = choice.candidate
         try:
             attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+            self._index(order)
             # the attempt, with its key, is on disk before the request leaves
             await self._save(order)
             await self._submit_attempt(order, attempt, holding_slot=True)
@@ -418,6 +438,9 @@ class Dispatcher:
             max_price=r.max_price,
             account=r.account,
             fields=r.fields,
+            callback_url=None
+            if self.callback_base is None
+            else f"{self.callback_base}/callbacks/{attempt.supplier}",
         )
 
     async def _call(self, order: Order, attempt: Attempt, operation: str) -> tuple[Outcome, float]:
@@ -484,6 +507,115 @@ class Dispatcher:
         )
         return outcome, latency * 1000
 
+    def _index(self, order: Order) -> None:
+        for attempt in order.attempts:
+            if attempt.live:
+                self._by_attempt[attempt.key] = order
+
+    async def _nap(self, attempt_key: str, seconds: float) -> None:
+        """Sleep until the next query is due, or until a callback arrives."""
+        event = self._nudges.setdefault(attempt_key, trio.Event())
+        with trio.move_on_after(seconds):
+            await event.wait()
+        if event.is_set():
+            self._nudges.pop(attempt_key, None)
+
+    def _nudge(self, attempt_key: str) -> None:
+        event = self._nudges.pop(attempt_key, None)
+        if event is not None:
+            event.set()
+
+    # -------------------------------------------------------------- callbacks
+
+    async def apply_callback(self, supplier: str, callback: Callback) -> str:
+        """Apply a verified callback. Returns what became of it, one of
+        ``CALLBACK_RESULTS``; only ``accepted`` changed anything."""
+        now = self.wall()
+        if (
+            callback.sent_at is not None
+            and abs(now - callback.sent_at) > self.config.callbacks.replay_window_s
+        ):
+            return "stale"
+        order = self._by_attempt.get(callback.attempt_key)
+        if order is None:
+            order = self._cached_by_attempt(callback.attempt_key) or await self.journal.load_by_attempt(
+                callback.attempt_key
+            )
+        if order is None:
+            return "unknown_attempt"
+        attempt = next(a for a in order.attempts if a.key == callback.attempt_key)
+        if attempt.supplier != supplier:
+            return "wrong_supplier"
+        if callback.quantity is not None and callback.quantity != order.request.quantity:
+            return "mismatch"
+        if callback.unit_price is not None and (
+            callback.unit_price > attempt.unit_price
+            or (order.request.max_price is not None and callback.unit_price > order.request.max_price)
+        ):
+            return "mismatch"
+        kind = callback.outcome.kind
+        if not attempt.live:
+            if kind is Kind.PENDING or attempt.outcome is kind:
+                return "duplicate"  # a repeat, or a stale progress notice
+            # the supplier contradicts what the journal holds: a human must look
+            log.error(
+                "order %s: callback from %s says %s for attempt %s, which the journal holds as %s",
+                order.order_id,
+                supplier,
+                kind.value,
+                attempt.key,
+                attempt.state.value,
+            )
+            self.metrics.contradictions.labels(supplier=supplier).inc()
+            if order.state is State.FAILED and kind is Kind.DELIVERED:
+                order.escalate(
+                    "callback_contradicts", f"{supplier} reported a delivery after the order failed", now
+                )
+                await self._save(order)
+            return "contradiction"
+        if order.settled:
+            return "duplicate"
+        if kind in (Kind.DELIVERED, Kind.FAILED):
+            order.record(attempt, callback.outcome, now)
+            self.router.board.observe(supplier, order.request.sku, callback.outcome, self.clock())
+            self._after_outcome(order, attempt, callback.outcome)
+        elif kind is Kind.PENDING and attempt.state is not AttemptState.PENDING:
+            order.record(attempt, callback.outcome, now)
+        else:
+            return "duplicate"
+        await self._save(order)
+        self._nudge(attempt.key)
+        return "accepted"
+
+    def _cached_by_attempt(self, attempt_key: str) -> Order | None:
+        for order in self._recent.values():
+            if any(a.key == attempt_key for a in order.attempts):
+                return order
+        return None
+
+    # ---------------------------------------------------------------- attention
+
+    async def resolve(
+        self,
+        order_id: str,
+        *,
+        by: str,
+        deliverables: Deliverables | None = None,
+        failed_reason: str | None = None,
+    ) -> Order | None:
+        """A human settles an order in attention; journaled with who and when."""
+        order = await self.get(order_id)
+        if order is None:
+            return None
+        order.resolve(by=by, now=self.wall(), deliverables=deliverables, failed_reason=failed_reason)
+        await self._save(order)
+        self.metrics.resolved.labels(state=order.state.value).inc()
+        log.info("order %s: resolved as %s by %s", order_id, order.state.value, by)
+        return order
+
+    async def orders_in(self, state: State, limit: int = 1000) -> list[Order]:
+        return await self.journal.orders_in(state, limit)
+
     async def _submit_attempt(self, order: Order, attempt: Attempt, *, holding_slot: bool) -> None:
         """Submit until the supplier gives an answer other than RATE_LIMITED
         (within ``routing.max_rate_limit_wait_s``); ``holding_slot`` says the
@@ -497,6 +629,10 @@ class Dispatcher:
             finally:
                 if tries:
                     self.router.release(attempt.supplier)
+            if not attempt.live:
+                # a callback settled the attempt while its submit was on the wire
+                log.info("order %s: submit reply after a callback settled %s", order.order_id, attempt.key)
+                return
             if isinstance(outcome, RateLimited):
                 wait = outcome.retry_after if outcome.retry_after is not None else 1.0
                 if wait <= limit_wait and self.wall() + wait < order.deadline_at:
@@ -568,9 +704,13 @@ class Dispatcher:
                 )
                 await self._save(order)
                 return
-            await trio.sleep(min(delay, max(0.0, attempt.started_at + limit - now)))
+            await self._nap(attempt.key, min(delay, max(0.0, attempt.started_at + limit - now)))
+            if not attempt.live:
+                return  # a callback answered first
             delay = min(delay * schedule.backoff, schedule.max_interval_s)
             outcome, _latency = await self._call(order, attempt, "query")
+            if not attempt.live:
+                return
             now = self.wall()
             if outcome.kind in (Kind.DELIVERED, Kind.FAILED):
                 order.record(attempt, outcome, now)

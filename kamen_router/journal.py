@@ -24,7 +24,7 @@ from .outcome import Deliverables, Kind
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS orders (
     unit_price    TEXT,
     deliverables  TEXT,
     error_code    TEXT,
-    error_message TEXT
+    error_message TEXT,
+    resolution    TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders (state) WHERE state NOT IN ('delivered', 'failed');
 CREATE TABLE IF NOT EXISTS attempts (
@@ -63,7 +64,7 @@ CREATE INDEX IF NOT EXISTS attempts_order ON attempts (order_id);
 
 _ORDER_COLUMNS = (
     "order_id, request, state, created_at, updated_at, deadline_at,"
-    " supplier, unit_price, deliverables, error_code, error_message"
+    " supplier, unit_price, deliverables, error_code, error_message, resolution"
 )
 _ATTEMPT_COLUMNS = (
     "attempt_key, order_id, seq, supplier, product_id, unit_price, state,"
@@ -84,6 +85,7 @@ def _order_row(order: Order) -> tuple[Any, ...]:
         None if order.deliverables is None else json.dumps(order.deliverables.to_json(), ensure_ascii=False),
         order.error_code,
         order.error_message,
+        None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
     )
 
 
@@ -120,6 +122,7 @@ def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row]) -> Order:
         else Deliverables.from_json(json.loads(row["deliverables"])),
         error_code=row["error_code"],
         error_message=row["error_message"],
+        resolution=None if row["resolution"] is None else json.loads(row["resolution"]),
         attempts=[
             Attempt(
                 key=a["attempt_key"],
@@ -169,7 +172,7 @@ class Journal:
         def work() -> Order | None:
             with self._timed(), self._db:
                 cur = self._db.execute(
-                    f"INSERT OR IGNORE INTO orders ({_ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR IGNORE INTO orders ({_ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     _order_row(order),
                 )
                 if cur.rowcount == 1:
@@ -187,7 +190,7 @@ class Journal:
                 row = _order_row(order)
                 self._db.execute(
                     "UPDATE orders SET state=?, updated_at=?, deadline_at=?, supplier=?, unit_price=?,"
-                    " deliverables=?, error_code=?, error_message=? WHERE order_id=?",
+                    " deliverables=?, error_code=?, error_message=?, resolution=? WHERE order_id=?",
                     (*row[2:3], *row[4:], order.order_id),
                 )
                 self._write_attempts(order)
@@ -236,6 +239,17 @@ class Journal:
     async def load(self, order_id: str) -> Order | None:
         return await self._run(lambda: self._load(order_id))
 
+    async def load_by_attempt(self, attempt_key: str) -> Order | None:
+        """The order an attempt key belongs to (for callbacks)."""
+
+        def work() -> Order | None:
+            row = self._db.execute(
+                "SELECT order_id FROM attempts WHERE attempt_key=?", (attempt_key,)
+            ).fetchone()
+            return None if row is None else self._load(row["order_id"])
+
+        return await self._run(work)
+
     async def open_orders(self) -> list[Order]:
         """Every order the daemon still has to drive (not settled)."""
         marks = ",".join("?" * len(SETTLED))
@@ -282,6 +296,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     if version > SCHEMA_VERSION:
         raise JournalError(f"journal {path} has schema {version}; this version knows {SCHEMA_VERSION}")
     with db:
+        if version == 1:  # 1 -> 2: orders gained the resolution column
+            db.execute("ALTER TABLE orders ADD COLUMN resolution TEXT")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return db

@@ -31,6 +31,12 @@ class Metrics:
         self.orders = Counter(
             "kamen_router_orders", "Orders that reached a settled state, by state", ["state"], registry=r
         )
+        self.resolved = Counter(
+            "kamen_router_orders_resolved",
+            "Orders a human settled from attention, by the state they settled in",
+            ["state"],
+            registry=r,
+        )
         self.orders_received = Counter(
             "kamen_router_orders_received", "Orders accepted by the API", registry=r
         )
@@ -45,6 +51,18 @@ class Metrics:
             "Time from sending a request to a supplier to its reply, by supplier and operation",
             ["supplier", "operation"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.callbacks = Counter(
+            "kamen_router_callbacks",
+            "Supplier callbacks, by supplier and what became of them",
+            ["supplier", "result"],
+            registry=r,
+        )
+        self.contradictions = Counter(
+            "kamen_router_callback_contradictions",
+            "Callbacks that contradict a settled attempt in the journal (a human must look)",
+            ["supplier"],
             registry=r,
         )
         self.open_orders = Gauge("kamen_router_open_orders", "Orders the daemon is still driving", registry=r)

@@ -168,6 +168,8 @@ class Order:
     deliverables: Deliverables | None = None
     error_code: str | None = None
     error_message: str | None = None
+    #: how a human settled an order from attention: {by, at, outcome, note}
+    resolution: dict[str, Any] | None = None
 
     @classmethod
     def receive(cls, request: OrderRequest, now: float) -> Order:
@@ -290,6 +292,16 @@ class Order:
         self.error_message = message
         self._move(State.FAILED, now)
 
+    def escalate(self, code: str, message: str, now: float) -> None:
+        """Hand a failed order to a human after all: a supplier reported a
+        delivery the journal had counted as failed."""
+        if self.state is not State.FAILED:
+            raise TransitionError(f"order {self.order_id} is {self.state}; only failed orders escalate")
+        self.error_code = code
+        self.error_message = message
+        self.state = State.ATTENTION
+        self.updated_at = now
+
     def need_attention(self, code: str, message: str, now: float) -> None:
         for attempt in self.attempts:
             if attempt.live:
@@ -298,6 +310,44 @@ class Order:
         self.error_code = code
         self.error_message = message
         self._move(State.ATTENTION, now)
+
+    def resolve(
+        self,
+        *,
+        by: str,
+        now: float,
+        deliverables: Deliverables | None = None,
+        failed_reason: str | None = None,
+        supplier: str | None = None,
+        unit_price: Decimal | None = None,
+    ) -> None:
+        """A human settles an order in attention: delivered (with what the
+        customer got) or failed (with why)."""
+        if self.state is not State.ATTENTION:
+            raise TransitionError(f"order {self.order_id} is {self.state}, not in attention")
+        if (deliverables is None) == (failed_reason is None):
+            raise TransitionError("resolve with either deliverables or a failure reason")
+        self.resolution = {
+            "by": by,
+            "at": _iso(now),
+            "outcome": "delivered" if deliverables is not None else "failed",
+            "previous_error": self.error_code,
+        }
+        if deliverables is not None:
+            self.deliverables = deliverables
+            self.supplier = supplier or (self.attempts[-1].supplier if self.attempts else None)
+            self.unit_price = (
+                unit_price
+                if unit_price is not None
+                else (self.attempts[-1].unit_price if self.attempts else None)
+            )
+            self.error_code = self.error_message = None
+            self.state = State.DELIVERED
+        else:
+            self.error_code = "resolved_failed"
+            self.error_message = failed_reason
+            self.state = State.FAILED
+        self.updated_at = now
 
     # ------------------------------------------------------------- replies
 
@@ -315,6 +365,7 @@ class Order:
             "deliverables": None if self.deliverables is None else self.deliverables.to_json(),
             "attempts": [a.to_json() for a in self.attempts],
             "error": error,
+            "resolution": self.resolution,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

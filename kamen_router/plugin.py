@@ -107,6 +107,44 @@ class CatalogItem:
     stock: int | None = None
 
 
+@attrs.frozen
+class Callback:
+    """A supplier's notification about one attempt, verified and parsed by
+    its plugin. The router, not the plugin, checks that the attempt exists,
+    belongs to the supplier the callback came to, and that the amount and
+    quantity match what was ordered."""
+
+    attempt_key: str
+    #: Delivered, Failed or Pending (anything else is treated as Unknown)
+    outcome: Outcome
+    #: what the supplier says it charged per unit, when the callback says
+    unit_price: Decimal | None = None
+    quantity: int | None = None
+    supplier_ref: str | None = None
+    #: when the supplier sent it (unix seconds), when the protocol stamps it;
+    #: callbacks older than ``callbacks.replay_window_s`` are refused
+    sent_at: float | None = None
+
+
+@attrs.frozen
+class CallbackReply:
+    """What the callback listener answers, in the supplier's own terms."""
+
+    status: int = 200
+    body: bytes = b"ok"
+    content_type: str = "text/plain; charset=utf-8"
+
+
+class CallbackRejected(PluginError):
+    """Raised by ``parse_callback`` when a callback is forged or malformed.
+    ``reason`` is a short fixed word (bad_signature, malformed, unknown_merchant)
+    that goes into logs and metrics; never the callback's content."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"callback rejected: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+
+
 @runtime_checkable
 class Simulator(Protocol):
     """An in-process upstream that speaks one plugin's protocol."""
@@ -138,6 +176,18 @@ class CatalogPlugin(Plugin, Protocol):
     off shelf or out of stock out of routing until they come back."""
 
     async def catalog(self) -> Collection[CatalogItem]: ...
+
+
+class CallbackPlugin(Plugin, Protocol):
+    """A plugin whose supplier notifies results. Both methods are sync and do
+    no I/O: verify and parse what arrived, and say what to answer."""
+
+    def parse_callback(self, request: Any) -> Callback:
+        """``request`` is a ``kamen_router.http.Request``. Raises
+        ``CallbackRejected`` unless the signature checks out."""
+        ...
+
+    def callback_reply(self, accepted: bool) -> CallbackReply: ...
 
 
 #: ``(supplier config, simulate block) -> http handler`` serving that protocol
@@ -193,6 +243,12 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
         init.bind(object())
     except (TypeError, ValueError):
         faults.append("the constructor must take one argument, the SupplierContext")
+    parse = getattr(cls, "parse_callback", None)
+    reply = getattr(cls, "callback_reply", None)
+    if (parse is None) != (reply is None):
+        faults.append("parse_callback and callback_reply come together: define both or neither")
+    elif parse is not None and (inspect.iscoroutinefunction(parse) or inspect.iscoroutinefunction(reply)):
+        faults.append("parse_callback and callback_reply must be plain (not async) methods")
     catalog = getattr(cls, "catalog", None)
     if catalog is not None and not inspect.iscoroutinefunction(catalog):
         faults.append("catalog, when defined, must be a coroutine function (async def)")
@@ -285,6 +341,10 @@ async def send(
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Callback",
+    "CallbackPlugin",
+    "CallbackRejected",
+    "CallbackReply",
     "CatalogItem",
     "CatalogPlugin",
     "Plugin",
