@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import trio
 
-from . import __version__
+from . import __version__, logs
 from .config import RouterConfig, load_config, read_supplier
 from .errors import ApiError, ConfigError, KamenRouterError, Problem
 from .money import format_money
@@ -28,14 +28,13 @@ from .money import format_money
 DEFAULT_CONFIG = os.environ.get("KAMEN_ROUTER_CONFIG", "router.yaml")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
-    # one line per supplier request would drown the router's own events
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+def _setup_logging(args: argparse.Namespace, config: RouterConfig | None = None) -> None:
+    level = args.log_level or (config.logging.level if config else "info")
+    logs.setup(level, config.logging.format if config else "logfmt")
+    if config is not None:
+        logs.SECRETS.set_secrets(
+            secret.reveal() for sup in config.suppliers.values() for secret in sup.credentials.values()
+        )
 
 
 def _load(path: str) -> RouterConfig:
@@ -69,24 +68,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import serve_daemon
+    from .daemon import Daemon
+    from .notify import Notifier
     from .plugin import load_plugins
 
     config = _load(args.config)
+    _setup_logging(args, config)
     plugins = load_plugins(config.plugins_dir)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve_daemon, config, plugins)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    logging.getLogger("kamen_router.daemon").info(
-                        "%s: shutting down", signal.Signals(signum).name
-                    )
-                    nursery.cancel_scope.cancel()
-                    break
-
-    trio.run(main)
+    daemon = Daemon(config, plugins, notifier=Notifier(), handle_signals=True)
+    trio.run(daemon.run)
     return 0
 
 
@@ -326,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Route paid virtual-goods orders to the cheapest healthy supplier, exactly once.",
     )
     parser.add_argument("--version", action="version", version=f"kamen-router {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: logging.level of router.yaml",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def config_arg(p: argparse.ArgumentParser) -> None:
@@ -407,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args)
     try:
         return int(args.func(args))
     except ConfigError as exc:

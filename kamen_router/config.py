@@ -94,6 +94,13 @@ class CallbacksConfig:
 
 
 @attrs.frozen
+class LoggingConfig:
+    level: str = "info"
+    #: logfmt or json
+    format: str = "logfmt"
+
+
+@attrs.frozen
 class JournalConfig:
     path: Path
 
@@ -125,6 +132,8 @@ class OrdersConfig:
     max_wait_s: float = 60.0
     #: orders not yet final that the daemon holds before answering 503
     max_open: int = 100_000
+    #: on shutdown, how long submits already on the wire may take to answer
+    shutdown_grace_s: float = 10.0
 
 
 @attrs.frozen
@@ -143,7 +152,24 @@ class Offer:
 
 @attrs.frozen
 class Simulate:
-    """How an in-process simulated upstream behaves (see kamen_router.sim)."""
+    """How an in-process simulated upstream behaves (see kamen_router.sim).
+
+    Every rate is a share in [0, 1], drawn per accepted order from draws
+    seeded by ``seed``, so a seeded run is reproducible.
+
+    The *fates* are mutually exclusive; one draw per accepted order picks at
+    most one, in this order, and their sum must be at most 1: ``fail_rate``,
+    ``timeout_rate``, ``unknown_rate``, ``pending_rate``, ``reset_rate``,
+    ``error_after_accept_rate``, ``duplicate_reply_rate``. An order with none
+    of them succeeds at once. Every fate but ``fail_rate`` and
+    ``pending_rate`` delivers the order at once and spoils only the reply.
+
+    The other knobs combine with any fate, each from its own draw:
+    ``not_found_rate`` (with ``not_found_s``), ``callback_reorder_rate``,
+    ``callback_before_reply_rate``, ``callback_delay_s``,
+    ``callback_duplicates`` and ``callback_retry_s``. Callbacks go only to
+    orders that carried a ``notify_url``.
+    """
 
     latency_ms: tuple[float, float] = (5.0, 20.0)
     fail_rate: float = 0.0
@@ -155,6 +181,29 @@ class Simulate:
     stock: int | None = None
     seed: int | None = None
     listen: HostPort = HostPort("127.0.0.1", 0)
+    #: (fate) accept, then drop the connection with no reply (a TCP reset)
+    reset_rate: float = 0.0
+    #: (fate) accept, then answer HTTP 502 or 503 with a non-JSON body
+    error_after_accept_rate: float = 0.0
+    #: (fate) accept, but answer 1007 "duplicate order number" as if the
+    #: order had already existed
+    duplicate_reply_rate: float = 0.0
+    #: share of accepted orders that queries answer 2001 "not found" for
+    #: ``not_found_s`` seconds after acceptance
+    not_found_rate: float = 0.0
+    not_found_s: float = 0.0
+    #: [low, high] seconds between an order's final state (and its submit
+    #: reply) and each copy of its callback
+    callback_delay_s: tuple[float, float] = (0.0, 0.0)
+    #: extra copies of every final callback
+    callback_duplicates: int = 0
+    #: share of orders that get a stale ``processing`` callback after the final one
+    callback_reorder_rate: float = 0.0
+    #: share of orders that complete at once and whose final callback is
+    #: delivered before the submit reply goes out
+    callback_before_reply_rate: float = 0.0
+    #: waits before each retry of a callback not answered ``ok``
+    callback_retry_s: tuple[float, ...] = (1.0, 4.0, 15.0, 60.0)
 
 
 @attrs.frozen
@@ -185,6 +234,7 @@ class RouterConfig:
     metrics: MetricsConfig
     callbacks: CallbacksConfig
     journal: JournalConfig
+    logging: LoggingConfig
     suppliers_dir: Path
     plugins_dir: Path | None
     routing: RoutingConfig
@@ -245,6 +295,7 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     metrics = node.child("metrics")
     callbacks = node.child("callbacks")
     journal = node.child("journal")
+    logging_node = node.child("logging")
     routing = node.child("routing")
     orders = node.child("orders")
     o = OrdersConfig()
@@ -267,6 +318,24 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
             ),
         ),
         journal=JournalConfig(path=journal.get("path", rel, base / "var/journal.sqlite3")),
+        logging=LoggingConfig(
+            level=logging_node.get(
+                "level",
+                s.as_str,
+                "info",
+                check=lambda v: (
+                    None
+                    if v in ("debug", "info", "warning", "error")
+                    else "one of debug, info, warning, error"
+                ),
+            ),
+            format=logging_node.get(
+                "format",
+                s.as_str,
+                "logfmt",
+                check=lambda v: None if v in ("logfmt", "json") else "logfmt or json",
+            ),
+        ),
         suppliers_dir=node.get("suppliers_dir", rel, base / "suppliers.d"),
         plugins_dir=node.get("plugins_dir", rel, None),
         routing=_read_routing(routing),
@@ -282,6 +351,9 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
             ),
             max_wait_s=orders.get("max_wait_s", s.as_float, o.max_wait_s, check=s.between(0, 3600)),
             max_open=orders.get("max_open", s.as_int, o.max_open, check=s.between(1, 10_000_000)),
+            shutdown_grace_s=orders.get(
+                "shutdown_grace_s", s.as_float, o.shutdown_grace_s, check=s.between(0, 600)
+            ),
         ),
     )
     skus: dict[str, SkuConfig] = {}
@@ -295,7 +367,7 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
         skus[sku] = SkuConfig(sku=sku, name=entry.get("name", s.as_str, None))
         entry.finish()
     out["skus"] = skus
-    for part in (api, metrics, callbacks, journal, routing, orders, node):
+    for part in (api, metrics, callbacks, journal, logging_node, routing, orders, node):
         part.finish()
     return out
 
@@ -409,6 +481,20 @@ def _read_simulate(node: s.Node) -> Simulate:
                 return (lo, hi)
         raise ValueError("expected [low, high] in milliseconds, 0 <= low <= high")
 
+    def delay(value: object) -> tuple[float, float]:
+        if isinstance(value, list) and len(value) == 2:
+            lo, hi = s.as_float(value[0]), s.as_float(value[1])
+            if 0 <= lo <= hi <= 3600:
+                return (lo, hi)
+        raise ValueError("expected [low, high] in seconds, 0 <= low <= high <= 3600")
+
+    def retries(value: object) -> tuple[float, ...]:
+        if isinstance(value, list) and len(value) <= 20:
+            waits = tuple(s.as_float(v) for v in value)
+            if all(0 <= w <= 3600 for w in waits):
+                return waits
+        raise ValueError("expected a list of at most 20 waits in seconds, each from 0 to 3600")
+
     rate = s.between(0, 1)
     sim = Simulate(
         latency_ms=node.get("latency_ms", latency, d.latency_ms),
@@ -421,10 +507,33 @@ def _read_simulate(node: s.Node) -> Simulate:
         stock=node.get("stock", s.as_int, None, check=s.between(0, None)),
         seed=node.get("seed", s.as_int, None),
         listen=node.get("listen", HostPort.parse, d.listen),
+        reset_rate=node.get("reset_rate", s.as_float, 0.0, check=rate),
+        error_after_accept_rate=node.get("error_after_accept_rate", s.as_float, 0.0, check=rate),
+        duplicate_reply_rate=node.get("duplicate_reply_rate", s.as_float, 0.0, check=rate),
+        not_found_rate=node.get("not_found_rate", s.as_float, 0.0, check=rate),
+        not_found_s=node.get("not_found_s", s.as_float, d.not_found_s, check=s.between(0, 86400)),
+        callback_delay_s=node.get("callback_delay_s", delay, d.callback_delay_s),
+        callback_duplicates=node.get(
+            "callback_duplicates", s.as_int, d.callback_duplicates, check=s.between(0, 10)
+        ),
+        callback_reorder_rate=node.get("callback_reorder_rate", s.as_float, 0.0, check=rate),
+        callback_before_reply_rate=node.get("callback_before_reply_rate", s.as_float, 0.0, check=rate),
+        callback_retry_s=node.get("callback_retry_s", retries, d.callback_retry_s),
     )
-    total = sim.fail_rate + sim.timeout_rate + sim.pending_rate + sim.unknown_rate
-    if total > 1:
-        node.error("fail_rate", "fail_rate + timeout_rate + pending_rate + unknown_rate must be at most 1")
+    fates = (
+        "fail_rate",
+        "timeout_rate",
+        "unknown_rate",
+        "pending_rate",
+        "reset_rate",
+        "error_after_accept_rate",
+        "duplicate_reply_rate",
+    )
+    if sum(getattr(sim, name) for name in fates) > 1:
+        node.error(
+            "fail_rate",
+            " + ".join(fates) + " must be at most 1: each accepted order gets at most one of these fates",
+        )
     node.finish()
     return sim
 

@@ -1,16 +1,26 @@
 """Wiring: the journal, the simulated upstreams, the plugin clients, the
-dispatcher and the listeners, in one nursery.
+dispatcher and the listeners, in one nursery; reload and shutdown.
 
 Start order matters: the order socket is bound first (so a second daemon on
 the same path is refused early), recovery of open orders runs next, and only
-then does ``serve_daemon`` report started; until recovery is done the order
-API answers 503 ``starting``.
+then is the daemon ready (``READY=1``); until then the order API answers 503
+``starting``.
+
+Reload (SIGHUP, or a change seen by polling router.yaml and suppliers.d/)
+parses and validates everything first and swaps only if all of it is good;
+a bad reload keeps the running config and says which file and key are
+wrong. Shutdown (SIGTERM, SIGINT) stops taking orders, lets submits on the
+wire finish for ``orders.shutdown_grace_s``, and leaves every other order in
+the journal for the next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import signal
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -18,14 +28,20 @@ import httpx
 import trio
 
 from .api import CallbackApi, OrderApi
-from .config import RouterConfig, SupplierConfig
+from .config import RouterConfig, SupplierConfig, load_config
 from .dispatch import Dispatcher
+from .errors import ConfigError, KamenRouterError
 from .http import HttpServer, bound_port, open_tcp_listener, open_unix_listener
 from .journal import open_journal
+from .logs import SECRETS, event
 from .metrics import Metrics
-from .plugin import Plugin, PluginRegistry, SupplierContext
+from .notify import Notifier, inherited_socket
+from .plugin import Plugin, PluginRegistry, SupplierContext, load_plugins
 
 log = logging.getLogger("kamen_router.daemon")
+
+#: how often router.yaml and suppliers.d/ are checked for changes
+POLL_S = 2.0
 
 
 @attrs.frozen
@@ -34,9 +50,11 @@ class DaemonInfo:
 
     socket: Path
     metrics_url: str | None
+    callbacks_url: str | None
     simulators: Mapping[str, str]
     dispatcher: Dispatcher
     metrics: Metrics
+    daemon: Daemon
 
 
 async def serve_simulated_supplier(
@@ -49,7 +67,7 @@ async def serve_simulated_supplier(
     ``supplier`` on loopback; reports its base URL when listening."""
     factory = getattr(plugin, "simulator", None)
     if factory is None:
-        raise RuntimeError(f"plugin {plugin.name!r} has no simulator")
+        raise KamenRouterError(f"plugin {plugin.name!r} has no simulator")
     assert supplier.simulate is not None
     handler = factory(supplier)
     listen = supplier.simulate.listen
@@ -57,8 +75,296 @@ async def serve_simulated_supplier(
     url = f"http://{listen.host}:{bound_port(listener)}"
     server = HttpServer(handler, name=f"sim:{supplier.name}")
     async with trio.open_nursery() as nursery:
+        run = getattr(handler, "run", None)
+        if run is not None:  # background work of its own: pending orders, callbacks
+            await nursery.start(run)
         await nursery.start(server.serve, [listener])
         task_status.started(url)
+
+
+def _fingerprint(config: RouterConfig) -> tuple[tuple[str, int, int], ...]:
+    paths = [config.file]
+    with contextlib.suppress(OSError):
+        paths += sorted(p for p in config.suppliers_dir.iterdir() if p.suffix in (".yaml", ".yml"))
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+#: settings bound at start; a reload that changes them is logged, not applied
+_RESTART_ONLY: tuple[tuple[str, Callable[[RouterConfig], object]], ...] = (
+    ("api.socket", lambda c: c.api.socket),
+    ("api.socket_mode", lambda c: c.api.socket_mode),
+    ("metrics.listen", lambda c: c.metrics.listen),
+    ("callbacks.listen", lambda c: c.callbacks.listen),
+    ("callbacks.public_url", lambda c: c.callbacks.public_url),
+    ("journal.path", lambda c: c.journal.path),
+    ("logging", lambda c: c.logging),
+)
+
+
+class Daemon:
+    """One running kamen-router."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        plugins: PluginRegistry,
+        *,
+        notifier: Notifier | None = None,
+        handle_signals: bool = False,
+        poll_s: float | None = POLL_S,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.notifier = notifier or Notifier({})
+        self.handle_signals = handle_signals
+        self.poll_s = poll_s
+        self.metrics = Metrics()
+        self.simulators: dict[str, str] = {}
+        self._stop = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._reload_lock = trio.Lock()
+        self._fingerprint = _fingerprint(config)
+
+    # ---------------------------------------------------------------- control
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        self._stop.set()
+
+    async def reload(self) -> bool:
+        """Load and validate the configuration again; swap it in only if all
+        of it is good. Returns whether it was applied."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return await self._reload()
+            finally:
+                self.notifier.ready(self._status())
+
+    async def _reload(self) -> bool:
+        path = self.config.file
+        self._fingerprint = _fingerprint(self.config)
+        try:
+            new = await trio.to_thread.run_sync(load_config, path)
+            plugins = await trio.to_thread.run_sync(load_plugins, new.plugins_dir)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                event(
+                    log,
+                    "reload refused",
+                    logging.ERROR,
+                    file=problem.file,
+                    key=problem.key,
+                    problem=problem.message,
+                )
+            self.metrics.reload_failed()
+            return False
+        except KamenRouterError as exc:
+            event(log, "reload refused", logging.ERROR, problem=str(exc))
+            self.metrics.reload_failed()
+            return False
+        for key, read in _RESTART_ONLY:
+            if read(new) != read(self.config):
+                event(log, "setting changed; it takes effect after a restart", logging.WARNING, key=key)
+                new = _keep_bound(new, self.config, key)
+        await self._apply(new, plugins)
+        self._fingerprint = _fingerprint(new)
+        self.metrics.reload_succeeded()
+        return True
+
+    async def _apply(self, new: RouterConfig, plugins: PluginRegistry) -> None:
+        assert self._dispatcher is not None
+        old = self.config
+        clients: dict[str, Plugin] = {}
+        for name, supplier in new.suppliers.items():
+            before = old.suppliers.get(name)
+            if before is not None and before == supplier:
+                continue
+            if before is not None and before.simulate != supplier.simulate and name in self.simulators:
+                event(log, "simulate changes take effect after a restart", logging.WARNING, supplier=name)
+            clients[name] = await self._client(supplier, plugins[supplier.plugin])
+        added = [n for n in new.suppliers if n not in old.suppliers]
+        removed = [n for n in old.suppliers if n not in new.suppliers]
+        self.config = new
+        self.plugins = plugins
+        SECRETS.set_secrets(s.reveal() for sup in new.suppliers.values() for s in sup.credentials.values())
+        self._dispatcher.reconfigure(new, clients)
+        event(
+            log,
+            "configuration reloaded",
+            suppliers=len(new.suppliers),
+            added=",".join(added) or "-",
+            removed=",".join(removed) or "-",
+            changed=",".join(n for n in clients if n not in added) or "-",
+        )
+
+    async def _client(self, supplier: SupplierConfig, plugin: type[Plugin]) -> Plugin:
+        assert self._nursery is not None and self._http is not None
+        endpoint = supplier.endpoint
+        if supplier.simulate is not None:
+            if supplier.name not in self.simulators:
+                self.simulators[supplier.name] = await self._nursery.start(
+                    serve_simulated_supplier, plugin, supplier
+                )
+            endpoint = self.simulators[supplier.name]
+        assert endpoint is not None
+        return plugin(SupplierContext(supplier, endpoint, self._http))
+
+    def _status(self) -> str:
+        d = self._dispatcher
+        open_orders = 0 if d is None else d.open_count
+        return f"{len(self.config.suppliers)} suppliers, {open_orders} open orders"
+
+    # -------------------------------------------------------------------- run
+
+    async def run(self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``shutdown()`` (or a signal, with ``handle_signals``)."""
+        config = self.config
+        journal = await open_journal(config.journal.path)
+        self.metrics.watch_journal(journal)
+        socket_path = config.api.socket
+        socket_ours = False
+        try:
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            async with (
+                httpx.AsyncClient(trust_env=False, limits=limits) as http,
+                trio.open_nursery() as nursery,
+            ):
+                self._nursery, self._http = nursery, http
+                inherited = inherited_socket()
+                if inherited is not None:
+                    api_listener = trio.SocketListener(trio.socket.from_stdlib_socket(inherited))
+                    socket_path = Path(str(inherited.getsockname()) or socket_path)
+                else:
+                    api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
+                    socket_ours = True
+                clients = {
+                    name: await self._client(sup, self.plugins[sup.plugin])
+                    for name, sup in config.suppliers.items()
+                }
+                self.metrics.register_suppliers(list(config.suppliers))
+                dispatcher = self._dispatcher = Dispatcher(config, clients, journal, self.metrics)
+                self.metrics.watch_suppliers(dispatcher.suppliers_snapshot)
+                # the order API runs in its own nursery so shutdown can stop
+                # it last, after the drain
+                await nursery.start(HttpServer(OrderApi(dispatcher), name="api").serve, [api_listener])
+                metrics_url = callbacks_url = None
+                if config.metrics.listen is not None:
+                    m = config.metrics.listen
+                    listener = await open_tcp_listener(m.host, m.port)
+                    metrics_url = f"http://{m.host}:{bound_port(listener)}/metrics"
+                    await nursery.start(HttpServer(self.metrics.handle, name="metrics").serve, [listener])
+                if config.callbacks.listen is not None:
+                    c = config.callbacks.listen
+                    listener = await open_tcp_listener(c.host, c.port)
+                    callbacks_url = f"http://{c.host}:{bound_port(listener)}"
+                    dispatcher.callback_base = (config.callbacks.public_url or callbacks_url).rstrip("/")
+                    await nursery.start(
+                        HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [listener]
+                    )
+                await nursery.start(dispatcher.serve)
+                await nursery.start(self.notifier.serve_watchdog)
+                if self.handle_signals:
+                    await nursery.start(self._serve_signals)
+                if self.poll_s:
+                    nursery.start_soon(self._watch_files)
+                self.metrics.reload_succeeded()
+                event(
+                    log,
+                    "ready",
+                    socket=socket_path,
+                    metrics=metrics_url or "-",
+                    callbacks=callbacks_url or "-",
+                    suppliers=len(clients),
+                    simulated=len(self.simulators),
+                    recovered=dispatcher.open_count,
+                )
+                self.notifier.ready(self._status())
+                task_status.started(
+                    DaemonInfo(
+                        socket_path,
+                        metrics_url,
+                        callbacks_url,
+                        self.simulators,
+                        dispatcher,
+                        self.metrics,
+                        self,
+                    )
+                )
+                await self._stop.wait()
+                await self._drain(dispatcher)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await journal.close()
+            if socket_ours:  # never remove a socket another daemon owns
+                socket_path.unlink(missing_ok=True)
+            event(log, "stopped")
+
+    async def _drain(self, dispatcher: Dispatcher) -> None:
+        self.notifier.stopping()
+        grace = self.config.orders.shutdown_grace_s
+        event(log, "shutting down", grace_s=grace, open_orders=dispatcher.open_count)
+        dispatcher.draining = True
+        start = time.monotonic()
+        with trio.move_on_after(grace):
+            await dispatcher.wait_submits_done()
+        left = dispatcher.submits_in_flight
+        event(
+            log,
+            "drained" if not left else "grace period over",
+            logging.INFO if not left else logging.WARNING,
+            submits_in_flight=left,
+            waited_s=round(time.monotonic() - start, 2),
+        )
+
+    async def _serve_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    event(log, "SIGHUP: reloading")
+                    await self.reload()
+                else:
+                    event(log, f"{signal.Signals(signum).name}: shutting down")
+                    self.shutdown()
+
+    async def _watch_files(self) -> None:
+        assert self.poll_s
+        while True:
+            await trio.sleep(self.poll_s)
+            current = await trio.to_thread.run_sync(_fingerprint, self.config)
+            if current != self._fingerprint:
+                event(log, "configuration files changed: reloading")
+                await self.reload()
+
+
+def _keep_bound(new: RouterConfig, old: RouterConfig, key: str) -> RouterConfig:
+    if key.startswith("api."):
+        return attrs.evolve(new, api=old.api)
+    if key == "metrics.listen":
+        return attrs.evolve(new, metrics=old.metrics)
+    if key.startswith("callbacks."):
+        return attrs.evolve(
+            new,
+            callbacks=attrs.evolve(
+                new.callbacks, listen=old.callbacks.listen, public_url=old.callbacks.public_url
+            ),
+        )
+    if key == "journal.path":
+        return attrs.evolve(new, journal=old.journal)
+    if key == "logging":
+        return attrs.evolve(new, logging=old.logging)
+    return new
 
 
 async def serve_daemon(
@@ -67,56 +373,8 @@ async def serve_daemon(
     *,
     task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until cancelled."""
-    journal = await open_journal(config.journal.path)
-    socket_path = config.api.socket
-    socket_bound = False
-    try:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        async with httpx.AsyncClient(trust_env=False, limits=limits) as http, trio.open_nursery() as nursery:
-            api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
-            socket_bound = True
-            simulators: dict[str, str] = {}
-            clients: dict[str, Plugin] = {}
-            for name, supplier in config.suppliers.items():
-                plugin = plugins[supplier.plugin]
-                endpoint = supplier.endpoint
-                if supplier.simulate is not None:
-                    endpoint = simulators[name] = await nursery.start(
-                        serve_simulated_supplier, plugin, supplier
-                    )
-                assert endpoint is not None
-                clients[name] = plugin(SupplierContext(supplier, endpoint, http))
-            metrics = Metrics()
-            metrics.register_suppliers(list(config.suppliers))
-            dispatcher = Dispatcher(config, clients, journal, metrics)
-            metrics.watch_suppliers(dispatcher.suppliers_snapshot)
-            await nursery.start(HttpServer(OrderApi(dispatcher), name="api").serve, [api_listener])
-            metrics_url = None
-            if config.metrics.listen is not None:
-                m = config.metrics.listen
-                metrics_listener = await open_tcp_listener(m.host, m.port)
-                metrics_url = f"http://{m.host}:{bound_port(metrics_listener)}/metrics"
-                await nursery.start(HttpServer(metrics.handle, name="metrics").serve, [metrics_listener])
-            if config.callbacks.listen is not None:
-                c = config.callbacks.listen
-                callback_listener = await open_tcp_listener(c.host, c.port)
-                local = f"http://{c.host}:{bound_port(callback_listener)}"
-                dispatcher.callback_base = (config.callbacks.public_url or local).rstrip("/")
-                await nursery.start(
-                    HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [callback_listener]
-                )
-            await nursery.start(dispatcher.serve)
-            log.info(
-                "ready: orders on %s, metrics on %s, %d suppliers (%d simulated)",
-                socket_path,
-                metrics_url or "-",
-                len(clients),
-                len(simulators),
-            )
-            task_status.started(DaemonInfo(socket_path, metrics_url, simulators, dispatcher, metrics))
-    finally:
-        with trio.CancelScope(shield=True):
-            await journal.close()
-        if socket_bound:  # never remove a socket another daemon owns
-            socket_path.unlink(missing_ok=True)
+    """Run a daemon on ``config`` until cancelled (no signals, no polling)."""
+    await Daemon(config, plugins, poll_s=None).run(task_status=task_status)
+
+
+__all__ = ["Daemon", "DaemonInfo", "serve_daemon", "serve_simulated_supplier"]

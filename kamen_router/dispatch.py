@@ -98,6 +98,10 @@ class Dispatcher:
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        #: set at shutdown: no new orders, no new attempts
+        self.draining = False
+        self.submits_in_flight = 0
+        self._submits_done = trio.Event()
         #: base URL suppliers send callbacks to (None: no callback listener)
         self.callback_base: str | None = None
         #: attempt key -> open order, for callbacks
@@ -135,6 +139,29 @@ class Dispatcher:
                 nursery.start_soon(self._refresh, name)
             task_status.started()
             await trio.sleep_forever()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    async def wait_submits_done(self) -> None:
+        """Return once no submit is on the wire (used by shutdown)."""
+        while self.submits_in_flight:
+            await self._submits_done.wait()
+
+    def reconfigure(self, config: RouterConfig, clients: Mapping[str, Plugin]) -> None:
+        """Swap in a reloaded configuration. ``clients`` holds plugin clients
+        for added and changed suppliers; clients of removed suppliers stay, so
+        their live attempts still reconcile, but routing no longer sees them."""
+        added = [name for name in clients if name not in self.clients]
+        self.config = config
+        self.clients.update(clients)
+        self.router.configure(config.suppliers, config.routing.policy, config.routing.scoring)
+        self.router.available = {name for name in config.suppliers if name in self.clients}
+        self.metrics.register_suppliers(list(config.suppliers))
+        if self._nursery is not None:
+            for name in added:
+                self._nursery.start_soon(self._refresh, name)
 
     # ------------------------------------------------------- supplier state
 
@@ -256,6 +283,8 @@ class Dispatcher:
         """Take an order in. Returns (order, created). The same id with the
         same body returns the existing order; with another body raises
         ``OrderConflict``."""
+        if self.draining:
+            raise NotReady("the daemon is shutting down")
         if not self.ready or self._nursery is None:
             raise NotReady("the daemon is still recovering")
         while (pending := self._intake.get(request.order_id)) is not None:
@@ -340,7 +369,7 @@ class Dispatcher:
                 # recovered with an attempt that may have been taken:
                 # reconcile it by query before anything else
                 await self._follow(order, live)
-            while not order.settled:
+            while not order.settled and not self.draining:
                 await self._next_attempt(order)
         except Exception:
             log.exception("order %s: internal error; handing it to a human", order.order_id)
@@ -624,9 +653,14 @@ class Dispatcher:
         for tries in range(5):
             if tries and not await self._take_limits(attempt.supplier, order):
                 break
+            self.submits_in_flight += 1
             try:
                 outcome, latency = await self._call(order, attempt, "submit")
             finally:
+                self.submits_in_flight -= 1
+                if self.submits_in_flight == 0:
+                    self._submits_done.set()
+                    self._submits_done = trio.Event()
                 if tries:
                     self.router.release(attempt.supplier)
             if not attempt.live:

@@ -153,6 +153,8 @@ class Journal:
         self._limiter = trio.CapacityLimiter(1)
         self.commits = 0
         self.commit_seconds = 0.0
+        #: called with each commit's duration in seconds (from the worker thread)
+        self.on_commit: Callable[[float], None] | None = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         def guarded() -> T:
@@ -276,8 +278,11 @@ class _CommitTimer:
     def __exit__(self, *exc: object) -> None:
         import time
 
+        elapsed = time.perf_counter() - self.start
         self.journal.commits += 1
-        self.journal.commit_seconds += time.perf_counter() - self.start
+        self.journal.commit_seconds += elapsed
+        if self.journal.on_commit is not None:
+            self.journal.on_commit(elapsed)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -72,10 +72,42 @@ class Metrics:
             ["supplier"],
             registry=r,
         )
+        self.reload_ok = Gauge(
+            "kamen_router_config_last_reload_successful",
+            "1 if the last configuration load succeeded, 0 if it was refused",
+            registry=r,
+        )
+        self.reload_failures = Counter(
+            "kamen_router_config_reload_failures",
+            "Reloads refused because the configuration was invalid",
+            registry=r,
+        )
+        self.reload_at = Gauge(
+            "kamen_router_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (unix time)",
+            registry=r,
+        )
+        self.journal_commit = Histogram(
+            "kamen_router_journal_commit_duration_seconds",
+            "Time to write and commit one journal transaction",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.build = Gauge(
             "kamen_router_build_info", "Always 1; the version in a label", ["version"], registry=r
         )
         self.build.labels(version=__version__).set(1)
+
+    def reload_succeeded(self) -> None:
+        self.reload_ok.set(1)
+        self.reload_at.set_to_current_time()
+
+    def reload_failed(self) -> None:
+        self.reload_ok.set(0)
+        self.reload_failures.inc()
+
+    def watch_journal(self, journal: Any) -> None:
+        journal.on_commit = self.journal_commit.observe
 
     def watch_suppliers(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
         """Export the router's view of each supplier, read at scrape time."""

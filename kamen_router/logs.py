@@ -1,0 +1,130 @@
+"""Structured logs: one line per event, logfmt or JSON, to stderr for
+journald.
+
+Events carry fields (``event(log, "attempt", order_id=..., supplier=...)``);
+the formatter renders them after the message. A filter scrubs every
+configured secret value from every line as a last line of defence, so a
+credential that slipped into an exception message still never reaches the
+log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+_FIELDS = "kr_fields"
+
+
+def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``msg`` with structured ``fields``."""
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, extra={_FIELDS: fields})
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, _FIELDS, None)
+    return dict(fields) if isinstance(fields, dict) else {}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    t = time.gmtime(record.created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+
+def _logfmt_value(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    if text == "" or any(c in text for c in ' ="\\\n\t'):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=… level=info logger=… msg="…" key=value …``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            parts["error"] = self.formatException(record.exc_info)
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in parts.items())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            data["error"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class SecretFilter(logging.Filter):
+    """Replaces every known secret value in a record with ``***``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
+
+    def set_secrets(self, values: Iterable[str]) -> None:
+        # longest first, so a secret containing another is scrubbed whole;
+        # very short values would scrub ordinary words, and are too weak to
+        # be worth hiding from the operator's own log anyway
+        self.secrets = tuple(sorted({v for v in values if len(v) >= 6}, key=len, reverse=True))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        scrubbed = self._scrub(message)
+        fields = _fields(record)
+        clean_fields = {k: self._scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if scrubbed != message or clean_fields != fields:
+            record.msg, record.args = scrubbed, None
+            setattr(record, _FIELDS, clean_fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if self._scrub(text) != text:
+                record.exc_info = None
+                record.msg = f"{record.msg} (traceback withheld: it held a secret)"
+        return True
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+SECRETS = SecretFilter()
+
+
+def setup(level: str = "info", fmt: str = "logfmt") -> None:
+    """Configure the root logger: one handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(SECRETS)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # one line per supplier request would drown the router's own events
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
