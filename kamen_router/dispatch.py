@@ -23,6 +23,7 @@ import trio
 from .config import RouterConfig
 from .errors import KamenRouterError, SupplierUnreachable
 from .journal import Journal
+from .logs import event
 from .metrics import Metrics
 from .money import format_money
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
@@ -523,16 +524,17 @@ class Dispatcher:
         self.metrics.attempts.labels(
             supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value
         ).inc()
-        log.info(
-            "%s order_id=%s supplier=%s attempt_key=%s account=%s outcome=%s reason=%s latency_ms=%.1f",
+        event(
+            log,
             operation,
-            order.order_id,
-            attempt.supplier,
-            attempt.key,
-            mask(order.request.account),
-            outcome.kind.value,
-            getattr(outcome, "reason", None) or "-",
-            latency * 1000,
+            logging.INFO if outcome.kind is not Kind.UNKNOWN else logging.WARNING,
+            order_id=order.order_id,
+            supplier=attempt.supplier,
+            attempt_key=attempt.key,
+            account=mask(order.request.account),
+            outcome=outcome.kind.value,
+            reason=getattr(outcome, "reason", None) or "-",
+            latency_ms=round(latency * 1000, 1),
         )
         return outcome, latency * 1000
 

@@ -10,11 +10,13 @@ else. Handlers see a complete ``Request`` and return a ``Response``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket as stdsocket
 import stat
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,12 @@ class BadRequest(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class DropConnection(Exception):
+    """Raised by a handler to drop the connection without answering: the
+    server closes it at once, with a TCP reset where the socket allows, as an
+    upstream that crashed mid-request would. For simulators."""
 
 
 @attrs.frozen
@@ -271,6 +279,9 @@ class HttpServer:
             request = _to_request(head, body, peer)
             try:
                 response = await self.handler(request)
+            except DropConnection:
+                _abort(stream)
+                return
             except BadRequest as exc:
                 response = Response.error(exc.status, exc.code, exc.message)
             except Exception:
@@ -315,6 +326,13 @@ async def _linger(stream: trio.abc.Stream) -> None:
         await stream.send_eof()
     while await stream.receive_some(65536):
         pass
+
+
+def _abort(stream: trio.SocketStream) -> None:
+    """Make the coming close a reset (SO_LINGER 0) instead of an orderly FIN."""
+    # should it fail, the close is orderly: the client still gets no reply
+    with contextlib.suppress(OSError):
+        stream.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _keep_alive(head: h11.Request) -> bool:

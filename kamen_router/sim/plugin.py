@@ -51,6 +51,22 @@ Transport: every request goes through ``kamen_router.plugin.send`` with the
 supplier's ``limits.timeout_s``. It raises ``SupplierUnreachable`` when
 nothing was sent; every other transport error (a read timeout, a reset after
 sending) propagates, and the router takes it as UNKNOWN.
+
+Callbacks. The plugin sends the daemon's callback URL as ``notify_url``, and
+the supplier POSTs the order there when it reaches a final state.
+``parse_callback`` checks that ``X-Merchant`` is this supplier's name and
+that ``X-Sign`` signs ``X-Timestamp`` and the exact body with the
+``api_key`` (in constant time) before it reads a byte of the body; anything
+else raises ``CallbackRejected("bad_signature")``, and a signed body that
+does not have the protocol's shape raises ``CallbackRejected("malformed")``.
+Status ``success`` is Delivered (deliverables, unit cost, the supplier's
+order number), ``failed`` is Failed, ``processing`` is Pending; a success
+whose goods do not fit its own quantity is Unknown. ``sent_at`` is the
+signed ``X-Timestamp``, so the router can refuse replays. It does not check
+that the attempt exists or matches the order: the router does.
+``callback_reply`` answers ``ok`` (HTTP 200) to a callback the router took,
+and ``fail`` (also HTTP 200) to one it did not: the supplier retries every
+answer but ``ok``, so ``fail`` asks for the callback again later.
 """
 
 from __future__ import annotations
@@ -64,6 +80,7 @@ import attrs
 import httpx
 
 from ..errors import ConfigError, KamenRouterError, Problem
+from ..http import Request
 from ..money import dumps_json, format_money, loads_json, parse_money
 from ..outcome import (
     Card,
@@ -80,8 +97,22 @@ from ..outcome import (
     RejectReason,
     Unknown,
 )
-from ..plugin import CatalogItem, QuerySchedule, SubmitRequest, SupplierContext, send
+from ..plugin import (
+    Callback,
+    CallbackRejected,
+    CallbackReply,
+    CatalogItem,
+    QuerySchedule,
+    SubmitRequest,
+    SupplierContext,
+    send,
+)
 from .protocol import (
+    CALLBACK_ACK,
+    CALLBACK_NACK,
+    HEADER_MERCHANT,
+    HEADER_SIGN,
+    HEADER_TIMESTAMP,
     PATH_BALANCE,
     PATH_CATALOG,
     PATH_ORDER,
@@ -90,6 +121,7 @@ from .protocol import (
     OrderRequest,
     Status,
     signed_headers,
+    verify,
 )
 from .server import SimSupplier
 
@@ -144,9 +176,11 @@ class SimPlugin:
     )
     #: The simulator factory. For a supplier with a ``simulate`` block the
     #: daemon calls ``SimPlugin.simulator(supplier, supplier.simulate)``, which
-    #: returns an HTTP handler (``async (Request) -> Response``); it serves
-    #: that with ``kamen_router.http.HttpServer`` on ``simulate.listen`` and
-    #: gives the plugin the listener's ``http://host:port`` as its endpoint.
+    #: returns an HTTP handler (``async (Request) -> Response``) with an async
+    #: ``run(task_status=...)`` for its background work (pending completion,
+    #: callbacks); it starts ``run`` in a nursery, serves the handler with
+    #: ``kamen_router.http.HttpServer`` on ``simulate.listen`` and gives the
+    #: plugin the listener's ``http://host:port`` as its endpoint.
     #: ``kamen_router.sim.server.serve_simulator`` does all of that in one call.
     simulator: ClassVar[type[SimSupplier]] = SimSupplier
 
@@ -254,6 +288,50 @@ class SimPlugin:
             )
         return items
 
+    def parse_callback(self, request: Request) -> Callback:
+        """Verify and read one callback (``kamen_router.http.Request``).
+        Raises ``CallbackRejected`` unless it is signed by this supplier."""
+        headers = request.headers
+        timestamp = headers.get(HEADER_TIMESTAMP.lower(), "")
+        signature = headers.get(HEADER_SIGN.lower(), "")
+        if (
+            headers.get(HEADER_MERCHANT.lower()) != self._context.name
+            or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
+            or not verify(self._api_key.reveal(), timestamp, request.body, signature)
+        ):
+            raise CallbackRejected("bad_signature")
+        # signed by the supplier from here on; only its shape may be wrong
+        if request.method != "POST":
+            raise CallbackRejected("malformed", "not a POST")
+        try:
+            data = loads_json(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise CallbackRejected("malformed", "not JSON") from None
+        try:
+            order = _parse_order(data)
+        except _BadShape as exc:
+            raise CallbackRejected("malformed", str(exc)) from None
+        outcome: Outcome
+        if order.status is Status.PROCESSING:
+            outcome = Pending(supplier_ref=order.order_no)
+        elif order.status is Status.FAILED:
+            outcome = Failed("failed", "failed by callback")
+        else:
+            outcome = _delivered(order)
+        return Callback(
+            attempt_key=order.merchant_order_no,
+            outcome=outcome,
+            unit_price=order.unit_price,
+            quantity=order.quantity,
+            supplier_ref=order.order_no,
+            sent_at=float(int(timestamp)),
+        )
+
+    def callback_reply(self, accepted: bool) -> CallbackReply:
+        """``ok`` for a callback the router took; ``fail`` (also HTTP 200),
+        which the supplier retries later, for one it did not."""
+        return CallbackReply(200, CALLBACK_ACK if accepted else CALLBACK_NACK)
+
     # -------------------------------------------------------------- transport
 
     async def _post(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
@@ -331,6 +409,17 @@ def _order_outcome(request: SubmitRequest, data: Mapping[str, Any], message: str
             return Unknown("top-up reported successful without a receipt")
     elif len(goods.cards) != request.quantity:
         return Unknown(f"{len(goods.cards)} cards delivered for quantity {request.quantity}")
+    return Delivered(goods, unit_cost=order.unit_price, supplier_ref=order.order_no)
+
+
+def _delivered(order: _OrderOut) -> Outcome:
+    """A callback's success, when its goods fit its own quantity. (Whether
+    they fit the order is the router's check: it knows what was ordered.)"""
+    goods = order.deliverables
+    if goods.cards and len(goods.cards) != order.quantity:
+        return Unknown(f"{len(goods.cards)} cards delivered for quantity {order.quantity}")
+    if not goods.cards and not goods.receipt:
+        return Unknown("success reported with neither cards nor a receipt")
     return Delivered(goods, unit_cost=order.unit_price, supplier_ref=order.order_no)
 
 

@@ -25,6 +25,20 @@ side ever rounds them through a float):
 Every reply has ``code`` (a :class:`Code`) and ``message``. Business codes
 come with HTTP 200, except 1001 (401), 1429 (429), 1000 (400/404/405/415)
 and 5000 (500).
+
+Callbacks. When an order the supplier took reaches a final state (success
+or failed) and its ``/order`` request carried a ``notify_url``, the supplier
+POSTs a :class:`CallbackJson` (the order, as in replies) to that URL, signed
+exactly like a request: ``X-Merchant`` is the merchant the order belongs to,
+``X-Timestamp`` the time of sending, ``X-Sign`` the HMAC of
+``timestamp + "\\n" + body`` with the merchant's ``api_key``. The receiver
+acknowledges with HTTP 200 and the body ``ok`` (:data:`CALLBACK_ACK`).
+Anything else (another body such as ``fail``, another status, no answer
+within :data:`CALLBACK_TIMEOUT_S`, a refused connection) is a failed
+delivery, retried later, signed afresh each time. A receiver must expect the
+same callback more than once, callbacks for one order out of order (a
+``processing`` one after the final one), and a final callback before the
+``/order`` reply itself.
 """
 
 from __future__ import annotations
@@ -48,6 +62,13 @@ PATH_LEDGER = "/ledger"
 MAX_SKEW_S = 300.0
 #: the largest quantity one order may ask for
 MAX_QUANTITY = 1000
+#: the body a callback receiver answers (with HTTP 200) to acknowledge one
+CALLBACK_ACK = b"ok"
+#: the body the ``sim`` plugin answers to a callback it did not take; the
+#: supplier retries it (as it does any answer but ``ok``)
+CALLBACK_NACK = b"fail"
+#: how long the supplier waits for a callback's answer
+CALLBACK_TIMEOUT_S = 10.0
 
 
 class Code(enum.IntEnum):
@@ -133,6 +154,11 @@ class OrderJson(TypedDict):
     receipt: str | None
 
 
+#: a callback's body: the order as it stands (``status`` may be any
+#: :class:`Status`; a stale ``processing`` one can follow the final one)
+CallbackJson = OrderJson
+
+
 class _Reply(TypedDict):
     code: int
     message: str
@@ -151,6 +177,8 @@ class BalanceReply(_Reply, total=False):
 
 class LedgerEntry(TypedDict):
     merchant_order_no: str
+    #: the supplier's own order number (what plugins report as supplier_ref)
+    order_no: str
     product_id: str
     quantity: int
     #: the last four characters of the account, or null for a card order
@@ -160,6 +188,14 @@ class LedgerEntry(TypedDict):
     #: seconds on the simulator's clock
     accepted_at: float
     delivered_at: float | None
+    #: how many ``/order`` requests for this merchant order number passed the
+    #: signature, shape and rate checks: 1 for an attempt submitted once
+    #: (every later one was answered 1007 and took nothing)
+    submits: int
+    #: callback requests sent for the order: every copy, retry and stale one
+    callbacks_sent: int
+    #: of those, how many the receiver answered ``ok``
+    callbacks_acked: int
 
 
 class LedgerReply(TypedDict):
