@@ -17,7 +17,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed
+var/journal.key: | $(VENV)/.installed
+	$(BIN)/kamen-router keygen -o $@
+
+demo: $(VENV)/.installed var/journal.key
 	$(BIN)/python -m kamen_router.demo -c router.yaml
 
 test: $(VENV)/.installed-test

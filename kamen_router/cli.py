@@ -50,6 +50,17 @@ def _print_errors(exc: ConfigError) -> None:
 # ------------------------------------------------------------------ verbs
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .crypto import write_new_key
+
+    kid = write_new_key(Path(args.output))
+    print(
+        f"wrote a new journal key {kid} to {args.output} (mode 0600); back it up: without it the journal's"
+        " accounts and cards cannot be read"
+    )
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     print(f"{config.file}: OK, {len(config.suppliers)} suppliers, {len(config.skus)} skus")
@@ -64,6 +75,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         if offers and not any(s.enabled for s, _ in offers):
             parts.append("WARNING: no enabled supplier")
         print(f"  {sku:<{width}}  " + ", ".join(parts))
+    j = config.journal
+    if j.key_file is not None and not j.key_file.exists():
+        print(
+            f"\nWARNING: journal.key_file {j.key_file} does not exist; `run` will refuse to start."
+            f" Create it with: kamen-router keygen -o {j.key_file}"
+        )
+    elif j.plaintext:
+        print("\nWARNING: journal.plaintext is true: accounts and card secrets are stored unencrypted")
     return 0
 
 
@@ -337,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate the config and print the routing table")
     config_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("keygen", help="create a key for journal.key_file (encryption at rest)")
+    p.add_argument(
+        "-o", "--output", required=True, help="where to write it; an existing file is never overwritten"
+    )
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("sim", help="run one supplier's simulated upstream standalone")
     p.add_argument("-c", "--config", required=True, help="a supplier file, such as suppliers.d/NAME.yaml")

@@ -103,6 +103,12 @@ class LoggingConfig:
 @attrs.frozen
 class JournalConfig:
     path: Path
+    #: the key that seals accounts and card secrets at rest (kamen-router keygen)
+    key_file: Path | None = None
+    #: keys rotated out that may still have sealed older rows
+    old_key_files: tuple[Path, ...] = ()
+    #: store accounts and card secrets unencrypted, on purpose
+    plaintext: bool = False
 
 
 @attrs.frozen
@@ -317,7 +323,7 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
                 "replay_window_s", s.as_float, 600.0, check=s.between(1, 7 * 86400)
             ),
         ),
-        journal=JournalConfig(path=journal.get("path", rel, base / "var/journal.sqlite3")),
+        journal=_read_journal(journal, rel, base),
         logging=LoggingConfig(
             level=logging_node.get(
                 "level",
@@ -370,6 +376,41 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     for part in (api, metrics, callbacks, journal, logging_node, routing, orders, node):
         part.finish()
     return out
+
+
+def _read_journal(node: s.Node, rel: Any, base: Path) -> JournalConfig:
+    from .crypto import KeyError_, read_key
+
+    def key_path(value: object) -> Path:
+        path: Path = rel(value)
+        if not path.exists():
+            return path  # `run` refuses to start without it; `check` warns
+        try:
+            read_key(path)
+        except KeyError_ as exc:
+            raise ValueError(str(exc)) from None
+        return path
+
+    def key_paths(value: object) -> tuple[Path, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of key files, got {s.type_name(value)}")
+        return tuple(key_path(v) for v in value)
+
+    config = JournalConfig(
+        path=node.get("path", rel, base / "var/journal.sqlite3"),
+        key_file=node.get("key_file", key_path, None),
+        old_key_files=node.get("old_key_files", key_paths, ()),
+        plaintext=node.get("plaintext", s.as_bool, False),
+    )
+    if config.key_file is None and not config.plaintext and "key_file" not in node.data:
+        node.error(
+            "key_file",
+            "is required: accounts and card secrets are encrypted at rest; create a key with"
+            " `kamen-router keygen -o PATH`, or set journal.plaintext: true to store them in clear on purpose",
+        )
+    if config.key_file is not None and config.plaintext:
+        node.error("plaintext", "cannot be true together with key_file")
+    return config
 
 
 def _read_routing(node: s.Node) -> RoutingConfig:

@@ -29,6 +29,7 @@ import trio
 
 from .api import CallbackApi, OrderApi
 from .config import RouterConfig, SupplierConfig, load_config
+from .crypto import FieldCipher
 from .dispatch import Dispatcher
 from .errors import ConfigError, KamenRouterError
 from .http import HttpServer, bound_port, open_tcp_listener, open_unix_listener
@@ -229,7 +230,9 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until ``shutdown()`` (or a signal, with ``handle_signals``)."""
         config = self.config
-        journal = await open_journal(config.journal.path)
+        j = config.journal
+        cipher = None if j.key_file is None else FieldCipher.from_files(j.key_file, j.old_key_files)
+        journal = await open_journal(j.path, cipher)
         self.metrics.watch_journal(journal)
         socket_path = config.api.socket
         socket_ours = False

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .crypto import FieldCipher
 from .errors import JournalError
 from .orders import SETTLED, Attempt, AttemptState, Order, OrderRequest, State
 from .outcome import Deliverables, Kind
@@ -72,17 +73,41 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-def _order_row(order: Order) -> tuple[Any, ...]:
+def _seal(cipher: FieldCipher | None, text: str | None, order_id: str, column: str) -> str | None:
+    if text is None or cipher is None:
+        return text
+    return cipher.seal(text, f"{order_id}/{column}")
+
+
+def _open(cipher: FieldCipher | None, text: str | None, order_id: str, column: str) -> str | None:
+    if text is None:
+        return None
+    if cipher is None:
+        if text.startswith("e1:"):
+            raise JournalError("the journal holds encrypted values; configure journal.key_file")
+        return text
+    return cipher.open(text, f"{order_id}/{column}")
+
+
+def _order_row(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
+    deliverables = (
+        None if order.deliverables is None else json.dumps(order.deliverables.to_json(), ensure_ascii=False)
+    )
     return (
         order.order_id,
-        json.dumps(order.request.identity(), separators=(",", ":"), ensure_ascii=False),
+        _seal(
+            cipher,
+            json.dumps(order.request.identity(), separators=(",", ":"), ensure_ascii=False),
+            order.order_id,
+            "request",
+        ),
         order.state.value,
         order.created_at,
         order.updated_at,
         order.deadline_at,
         order.supplier,
         None if order.unit_price is None else str(order.unit_price),
-        None if order.deliverables is None else json.dumps(order.deliverables.to_json(), ensure_ascii=False),
+        _seal(cipher, deliverables, order.order_id, "deliverables"),
         order.error_code,
         order.error_message,
         None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
@@ -108,18 +133,20 @@ def _attempt_row(order_id: str, a: Attempt) -> tuple[Any, ...]:
     )
 
 
-def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row]) -> Order:
+def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row], cipher: FieldCipher | None) -> Order:
+    order_id = row["order_id"]
+    request = _open(cipher, row["request"], order_id, "request")
+    deliverables = _open(cipher, row["deliverables"], order_id, "deliverables")
+    assert request is not None
     return Order(
-        request=OrderRequest.from_identity(json.loads(row["request"])),
+        request=OrderRequest.from_identity(json.loads(request)),
         state=State(row["state"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         deadline_at=row["deadline_at"],
         supplier=row["supplier"],
         unit_price=None if row["unit_price"] is None else Decimal(row["unit_price"]),
-        deliverables=None
-        if row["deliverables"] is None
-        else Deliverables.from_json(json.loads(row["deliverables"])),
+        deliverables=None if deliverables is None else Deliverables.from_json(json.loads(deliverables)),
         error_code=row["error_code"],
         error_message=row["error_message"],
         resolution=None if row["resolution"] is None else json.loads(row["resolution"]),
@@ -147,9 +174,10 @@ def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row]) -> Order:
 class Journal:
     """Orders and attempts on disk. Open with ``open_journal``."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, cipher: FieldCipher | None = None) -> None:
         self._db = db
         self.path = path
+        self.cipher = cipher
         self._limiter = trio.CapacityLimiter(1)
         self.commits = 0
         self.commit_seconds = 0.0
@@ -175,7 +203,7 @@ class Journal:
             with self._timed(), self._db:
                 cur = self._db.execute(
                     f"INSERT OR IGNORE INTO orders ({_ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _order_row(order),
+                    _order_row(order, self.cipher),
                 )
                 if cur.rowcount == 1:
                     self._write_attempts(order)
@@ -189,7 +217,7 @@ class Journal:
 
         def work() -> None:
             with self._timed(), self._db:
-                row = _order_row(order)
+                row = _order_row(order, self.cipher)
                 self._db.execute(
                     "UPDATE orders SET state=?, updated_at=?, deadline_at=?, supplier=?, unit_price=?,"
                     " deliverables=?, error_code=?, error_message=?, resolution=? WHERE order_id=?",
@@ -218,7 +246,7 @@ class Journal:
         if row is None:
             return None
         attempts = self._db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id=?", (order_id,))
-        return _order_from(row, attempts.fetchall())
+        return _order_from(row, attempts.fetchall(), self.cipher)
 
     def _load_where(self, where: str, params: tuple[Any, ...], limit: int | None) -> list[Order]:
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {where} ORDER BY created_at"
@@ -236,7 +264,7 @@ class Journal:
                 f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk
             ):
                 by_order[a["order_id"]].append(a)
-        return [_order_from(r, by_order[r["order_id"]]) for r in rows]
+        return [_order_from(r, by_order[r["order_id"]], self.cipher) for r in rows]
 
     async def load(self, order_id: str) -> Order | None:
         return await self._run(lambda: self._load(order_id))
@@ -308,8 +336,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-async def open_journal(path: Path) -> Journal:
-    """Open (creating if needed) the journal at ``path``."""
+async def open_journal(path: Path, cipher: FieldCipher | None = None) -> Journal:
+    """Open (creating if needed) the journal at ``path``; with ``cipher``,
+    accounts and deliverables are sealed at rest."""
 
     def work() -> sqlite3.Connection:
         try:
@@ -319,4 +348,4 @@ async def open_journal(path: Path) -> Journal:
         except OSError as exc:
             raise JournalError(f"cannot open journal {path}: {exc.strerror}") from exc
 
-    return Journal(await trio.to_thread.run_sync(work), path)
+    return Journal(await trio.to_thread.run_sync(work), path, cipher)

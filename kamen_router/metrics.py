@@ -27,7 +27,7 @@ from .http import Request, Response
 
 # the *_created series double the count and tell an operator nothing the
 # process start time does not
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: supplier latency buckets, in seconds: card shops care from 10 ms to a minute
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -13,6 +13,7 @@ import trio
 import yaml
 
 from kamen_router.config import RouterConfig, load_config
+from kamen_router.crypto import write_new_key
 from kamen_router.daemon import DaemonInfo, serve_daemon
 from kamen_router.plugin import load_plugins
 
@@ -64,10 +65,13 @@ def write_config(
         # prices as strings in YAML would be rejected: write them as numbers
         text = yaml.safe_dump(_prices_as_numbers(data), sort_keys=False)
         (sdir / f"{name}.yaml").write_text(text)
+    key = root / "var/journal.key"
+    if not key.exists():
+        write_new_key(key)
     config: dict[str, Any] = {
         "api": {"socket": "run/orders.sock"},
         "metrics": {"listen": "127.0.0.1:0"},
-        "journal": {"path": "var/journal.sqlite3"},
+        "journal": {"path": "var/journal.sqlite3", "key_file": "var/journal.key"},
         "suppliers_dir": "suppliers.d",
         # no exploration: the tests assert which supplier gets each order
         "routing": {"retry_backoff_s": 0.01, "exploration": {"share": 0}},

@@ -99,6 +99,7 @@ def write(root: Path, router: str, suppliers: dict[str, str]) -> Path:
 
 
 ROUTER = """\
+journal: {plaintext: true}
 suppliers_dir: suppliers.d
 skus:
   steam-50: {}

@@ -52,7 +52,7 @@ PLUGINS = {
 
 ROUTER = """\
 api: {socket: run/orders.sock, socket_mode: "0660"}
-journal: {path: var/journal.sqlite3}
+journal: {path: var/journal.sqlite3, plaintext: true}
 suppliers_dir: suppliers.d
 orders: {default_deadline_s: 600}
 skus:
@@ -153,13 +153,19 @@ def test_a_valid_config_loads(tmp_path: Path) -> None:
 
 
 def test_skus_default_to_everything_offered_when_not_listed(tmp_path: Path) -> None:
-    config = load(write(tmp_path, router="suppliers_dir: suppliers.d\n"))
+    config = load(write(tmp_path, router="suppliers_dir: suppliers.d\njournal: {plaintext: true}\n"))
     assert set(config.skus) == {"mobile-cmcc-100", "steam-50"}
 
 
 def test_an_endpoint_replaces_the_simulate_block(tmp_path: Path) -> None:
     text = BETA.replace("simulate: {}", "endpoint: https://api.example.com/v1")
-    config = load(write(tmp_path, suppliers={"beta.yaml": text}, router="suppliers_dir: suppliers.d\n"))
+    config = load(
+        write(
+            tmp_path,
+            suppliers={"beta.yaml": text},
+            router="suppliers_dir: suppliers.d\njournal: {plaintext: true}\n",
+        )
+    )
     assert config.suppliers["beta"].endpoint == "https://api.example.com/v1"
     assert config.suppliers["beta"].simulate is None
 
@@ -167,7 +173,13 @@ def test_an_endpoint_replaces_the_simulate_block(tmp_path: Path) -> None:
 def test_the_endpoint_may_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KR_TEST_BETA_URL", "https://api.example.com/v1")
     text = BETA.replace("simulate: {}", "endpoint: ${KR_TEST_BETA_URL}")
-    config = load(write(tmp_path, suppliers={"beta.yaml": text}, router="suppliers_dir: suppliers.d\n"))
+    config = load(
+        write(
+            tmp_path,
+            suppliers={"beta.yaml": text},
+            router="suppliers_dir: suppliers.d\njournal: {plaintext: true}\n",
+        )
+    )
     assert config.suppliers["beta"].endpoint == "https://api.example.com/v1"
 
 
@@ -176,7 +188,11 @@ def test_an_endpoint_from_the_environment_must_still_be_a_url(
 ) -> None:
     monkeypatch.setenv("KR_TEST_BETA_URL", "not a url")
     text = BETA.replace("simulate: {}", "endpoint: ${KR_TEST_BETA_URL}")
-    path = write(tmp_path, suppliers={"beta.yaml": text}, router="suppliers_dir: suppliers.d\n")
+    path = write(
+        tmp_path,
+        suppliers={"beta.yaml": text},
+        router="suppliers_dir: suppliers.d\njournal: {plaintext: true}\n",
+    )
     exc = fails(path)
     problem(exc, tmp_path / "suppliers.d/beta.yaml", "endpoint", "http(s) URL")
     assert "not a url" not in str(exc)
@@ -739,7 +755,9 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
 
 
 def test_defaults_for_omitted_sections(tmp_path: Path) -> None:
-    config = load(write(tmp_path, router="skus:\n  mobile-cmcc-100: {}\n  steam-50: {}\n"))
+    config = load(
+        write(tmp_path, router="journal: {plaintext: true}\nskus:\n  mobile-cmcc-100: {}\n  steam-50: {}\n")
+    )
     assert config.api.socket == tmp_path / "run/orders.sock"
     assert config.journal.path == tmp_path / "var/journal.sqlite3"
     assert config.suppliers_dir == tmp_path / "suppliers.d"

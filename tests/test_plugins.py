@@ -234,6 +234,7 @@ def test_a_plugin_file_clashing_with_an_entry_point(tmp_path: Path) -> None:
 # ------------------------------------------------------------- through load_config
 
 ROUTER = """\
+journal: {plaintext: true}
 suppliers_dir: suppliers.d
 plugins_dir: plugins
 skus:

@@ -357,6 +357,7 @@ class SimSupplier:
         ``trust_env=False``)."""
         if self._nursery is not None:
             raise RuntimeError(f"{self!r} is already running")
+        self._warned_not_running = True
         async with _client(http) as client, trio.open_nursery() as nursery:
             self._http, self._nursery = client, nursery
             try:
@@ -381,6 +382,7 @@ class SimSupplier:
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> bool:
         if self._nursery is None:
+            # (once run has stopped, the simulator is shutting down: say nothing)
             if not self._warned_not_running:
                 self._warned_not_running = True
                 log.warning(
