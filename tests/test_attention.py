@@ -29,7 +29,9 @@ async def _vanishing_supplier(nursery: trio.Nursery, tmp_path: Path) -> tuple[st
 
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         with scope:
-            await serve_simulated_supplier(load_plugins(None)["sim"], config.suppliers["gone"], task_status=task_status)
+            await serve_simulated_supplier(
+                load_plugins(None)["sim"], config.suppliers["gone"], task_status=task_status
+            )
 
     url: str = await nursery.start(run)
     return url, scope
