@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .config import RouterConfig
-from .dispatch import Dispatcher, NotReady, OrderConflict, Overloaded
+from .dispatch import Dispatcher, NotReady, OrderConflict, Overloaded, ShuttingDown
 from .http import BadRequest, Request, Response
 from .money import parse_money
 from .orders import FINAL, OrderRequest, State, TransitionError
@@ -135,8 +135,9 @@ class OrderApi:
                 return _method_not_allowed("GET")
             return Response.json(200, {"suppliers": self.dispatcher.suppliers_snapshot()})
         if path == "/healthz":
-            ready = self.dispatcher.ready
-            return Response.json(200 if ready else 503, {"status": "ok" if ready else "starting"})
+            d = self.dispatcher
+            status = "stopping" if d.draining else "ok" if d.ready else "starting"
+            return Response.json(200 if status == "ok" else 503, {"status": status})
         return Response.error(404, "not_found", f"no such endpoint: {request.method} {path[:100]}")
 
     async def post_order(self, request: Request) -> Response:
@@ -149,6 +150,8 @@ class OrderApi:
             return Response.json(409, reply)
         except Overloaded:
             return Response.error(503, "overloaded", "too many open orders; retry later")
+        except ShuttingDown:
+            return Response.error(503, "stopping", "the daemon is shutting down; retry shortly")
         except NotReady:
             return Response.error(503, "starting", "the daemon is recovering; retry shortly")
         if wait_s > 0 and not order.settled:

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -429,18 +429,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        _print_errors(exc)
-        return 1
-    except KamenRouterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        return _report(exc)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        logging.getLogger("kamen_router").debug("unexpected error", exc_info=True)
-        print(
-            f"error: unexpected {exc.__class__.__name__}: {exc}; run with --log-level debug for details",
-            file=sys.stderr,
-        )
-        return 70
+
+
+def _report(exc: Exception) -> int:
+    """Errors a user can cause print as one clear line each, exit 1."""
+    leaves = list(_leaves(exc))
+    if leaves and all(isinstance(e, KamenRouterError) for e in leaves):
+        for leaf in leaves:
+            if isinstance(leaf, ConfigError):
+                _print_errors(leaf)
+            else:
+                print(f"error: {leaf}", file=sys.stderr)
+        return 1
+    logging.getLogger("kamen_router").debug("unexpected error", exc_info=exc)
+    print(
+        f"error: unexpected {exc.__class__.__name__}: {exc}; run with --log-level debug for details",
+        file=sys.stderr,
+    )
+    return 70
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    # errors from inside the daemon's nursery arrive wrapped in groups
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc

@@ -362,6 +362,12 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
             ),
         ),
     )
+    cb: CallbacksConfig = out["callbacks"]  # type: ignore[assignment]
+    if cb.listen is not None and cb.listen.host in ("0.0.0.0", "::", "") and cb.public_url is None:
+        callbacks.error("public_url", "is required when listen is a wildcard address: suppliers need a real one")
+    oc: OrdersConfig = out["orders"]  # type: ignore[assignment]
+    if oc.default_deadline_s > oc.max_deadline_s:
+        orders.error("default_deadline_s", "must not exceed max_deadline_s")
     skus: dict[str, SkuConfig] = {}
     sku_node = node.child("skus")
     for sku in sku_node.data:
@@ -598,6 +604,14 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         node.error("plugin", f"unknown plugin {plugin!r} (known: {known})")
     simulate_node = node.child("simulate") if "simulate" in node.data else None
     simulate = _read_simulate(simulate_node) if simulate_node is not None else None
+    if (
+        simulate is not None
+        and plugin is not None
+        and plugins is not None
+        and plugin in plugins
+        and getattr(plugins[plugin], "simulator", None) is None
+    ):
+        node.error("simulate", f"plugin {plugin!r} has no simulator")
     endpoint: str | None = node.get("endpoint", s.as_str, None)
     if endpoint is not None:
         # substitute first: "${SUPPLIER_URL}" is only a URL once expanded

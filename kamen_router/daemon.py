@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from .api import CallbackApi, OrderApi
-from .config import RouterConfig, SupplierConfig, load_config
+from .config import HostPort, RouterConfig, SupplierConfig, load_config
 from .crypto import FieldCipher
 from .dispatch import Dispatcher
 from .errors import ConfigError, KamenRouterError
@@ -73,7 +73,7 @@ async def serve_simulated_supplier(
     handler = factory(supplier)
     listen = supplier.simulate.listen
     listener = await open_tcp_listener(listen.host, listen.port)
-    url = f"http://{listen.host}:{bound_port(listener)}"
+    url = f"http://{HostPort(listen.host, bound_port(listener))}"
     server = HttpServer(handler, name=f"sim:{supplier.name}")
     async with trio.open_nursery() as nursery:
         run = getattr(handler, "run", None)
@@ -230,26 +230,31 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until ``shutdown()`` (or a signal, with ``handle_signals``)."""
         config = self.config
-        j = config.journal
-        cipher = None if j.key_file is None else FieldCipher.from_files(j.key_file, j.old_key_files)
-        journal = await open_journal(j.path, cipher)
-        self.metrics.watch_journal(journal)
+        # bind the order socket first: a second daemon on the same path is
+        # refused before it touches the journal
         socket_path = config.api.socket
         socket_ours = False
+        inherited = inherited_socket()
+        if inherited is not None:
+            api_listener = trio.SocketListener(trio.socket.from_stdlib_socket(inherited))
+            socket_path = Path(str(inherited.getsockname()) or socket_path)
+        else:
+            api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
+            socket_ours = True
+        journal = None
         try:
+            j = config.journal
+            cipher = None if j.key_file is None else FieldCipher.from_files(j.key_file, j.old_key_files)
+            journal = await open_journal(j.path, cipher)
+            self.metrics.watch_journal(journal)
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
             async with (
                 httpx.AsyncClient(trust_env=False, limits=limits) as http,
                 trio.open_nursery() as nursery,
             ):
                 self._nursery, self._http = nursery, http
-                inherited = inherited_socket()
-                if inherited is not None:
-                    api_listener = trio.SocketListener(trio.socket.from_stdlib_socket(inherited))
-                    socket_path = Path(str(inherited.getsockname()) or socket_path)
-                else:
-                    api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
-                    socket_ours = True
+                if self.handle_signals:
+                    await nursery.start(self._serve_signals)
                 clients = {
                     name: await self._client(sup, self.plugins[sup.plugin])
                     for name, sup in config.suppliers.items()
@@ -264,20 +269,18 @@ class Daemon:
                 if config.metrics.listen is not None:
                     m = config.metrics.listen
                     listener = await open_tcp_listener(m.host, m.port)
-                    metrics_url = f"http://{m.host}:{bound_port(listener)}/metrics"
+                    metrics_url = f"http://{HostPort(m.host, bound_port(listener))}/metrics"
                     await nursery.start(HttpServer(self.metrics.handle, name="metrics").serve, [listener])
                 if config.callbacks.listen is not None:
                     c = config.callbacks.listen
                     listener = await open_tcp_listener(c.host, c.port)
-                    callbacks_url = f"http://{c.host}:{bound_port(listener)}"
+                    callbacks_url = f"http://{HostPort(c.host, bound_port(listener))}"
                     dispatcher.callback_base = (config.callbacks.public_url or callbacks_url).rstrip("/")
                     await nursery.start(
                         HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [listener]
                     )
                 await nursery.start(dispatcher.serve)
                 await nursery.start(self.notifier.serve_watchdog)
-                if self.handle_signals:
-                    await nursery.start(self._serve_signals)
                 if self.poll_s:
                     nursery.start_soon(self._watch_files)
                 self.metrics.reload_succeeded()
@@ -307,8 +310,10 @@ class Daemon:
                 await self._drain(dispatcher)
                 nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                await journal.close()
+            if journal is not None:
+                with trio.CancelScope(shield=True):
+                    await journal.close()
+            await api_listener.aclose()
             if socket_ours:  # never remove a socket another daemon owns
                 socket_path.unlink(missing_ok=True)
             event(log, "stopped")

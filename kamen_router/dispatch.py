@@ -65,6 +65,10 @@ class NotReady(KamenRouterError):
     """Raised when an order arrives before recovery has finished."""
 
 
+class ShuttingDown(NotReady):
+    """Raised when an order arrives after shutdown began."""
+
+
 def _describe(exc: BaseException) -> str:
     """An error as a log line: its type and message (never a request, whose
     URL or body may carry credentials)."""
@@ -99,6 +103,8 @@ class Dispatcher:
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        #: suppliers whose balance/catalog refresh task runs
+        self._refreshing: set[str] = set()
         #: set at shutdown: no new orders, no new attempts
         self.draining = False
         self.submits_in_flight = 0
@@ -137,6 +143,7 @@ class Dispatcher:
                 log.info("recovered %d open orders from the journal", len(recovered))
             self.ready = True
             for name in self.clients:
+                self._refreshing.add(name)
                 nursery.start_soon(self._refresh, name)
             task_status.started()
             await trio.sleep_forever()
@@ -154,15 +161,16 @@ class Dispatcher:
         """Swap in a reloaded configuration. ``clients`` holds plugin clients
         for added and changed suppliers; clients of removed suppliers stay, so
         their live attempts still reconcile, but routing no longer sees them."""
-        added = [name for name in clients if name not in self.clients]
         self.config = config
         self.clients.update(clients)
         self.router.configure(config.suppliers, config.routing.policy, config.routing.scoring)
         self.router.available = {name for name in config.suppliers if name in self.clients}
         self.metrics.register_suppliers(list(config.suppliers))
         if self._nursery is not None:
-            for name in added:
-                self._nursery.start_soon(self._refresh, name)
+            for name in config.suppliers:
+                if name not in self._refreshing and name in self.clients:
+                    self._refreshing.add(name)
+                    self._nursery.start_soon(self._refresh, name)
 
     # ------------------------------------------------------- supplier state
 
@@ -170,14 +178,22 @@ class Dispatcher:
         """Keep one supplier's balance (and catalog, where its plugin has
         one) fresh, on ``routing.refresh`` intervals, for as long as the
         daemon runs. Failures are logged and retried at the next interval."""
-        plugin = self.clients[name]
-        catalog = getattr(plugin, "catalog", None)
+        self._refreshing.add(name)
+        try:
+            await self._refresh_loop(name)
+        finally:
+            self._refreshing.discard(name)
+
+    async def _refresh_loop(self, name: str) -> None:
         next_balance = next_catalog = self.clock()
         while True:
             routing = self.config.routing
             supplier = self.config.suppliers.get(name)
             if supplier is None:
                 return  # removed by a reload
+            # re-read each time: a reload may have replaced the client
+            plugin = self.clients[name]
+            catalog = getattr(plugin, "catalog", None)
             budget = supplier.limits.timeout_s * HARD_TIMEOUT_FACTOR + 1
             now = self.clock()
             if now >= next_balance:
@@ -285,7 +301,7 @@ class Dispatcher:
         same body returns the existing order; with another body raises
         ``OrderConflict``."""
         if self.draining:
-            raise NotReady("the daemon is shutting down")
+            raise ShuttingDown("the daemon is shutting down")
         if not self.ready or self._nursery is None:
             raise NotReady("the daemon is still recovering")
         while (pending := self._intake.get(request.order_id)) is not None:
@@ -489,21 +505,22 @@ class Dispatcher:
         start = time.perf_counter()
         outcome: Outcome
         try:
-            with trio.fail_after(timeout * HARD_TIMEOUT_FACTOR + 1):
-                async for try_ in tenacity.AsyncRetrying(
-                    retry=tenacity.retry_if_exception_type(SupplierUnreachable),
-                    stop=tenacity.stop_after_attempt(routing.submit_retries),
-                    wait=tenacity.wait_exponential(multiplier=routing.retry_backoff_s, max=10),
-                    sleep=trio.sleep,
-                    reraise=True,
-                ):
-                    with try_:
-                        start = time.perf_counter()
-                        in_flight.inc()
-                        try:
-                            outcome = await method(request)
-                        finally:
-                            in_flight.dec()
+            async for try_ in tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception_type(SupplierUnreachable),
+                stop=tenacity.stop_after_attempt(routing.submit_retries),
+                wait=tenacity.wait_exponential(multiplier=routing.retry_backoff_s, max=10),
+                sleep=trio.sleep,
+                reraise=True,
+            ):
+                # the bound is per try: back-off between unsent tries must not
+                # turn "never sent" into "no reply in time"
+                with try_, trio.fail_after(timeout * HARD_TIMEOUT_FACTOR + 1):
+                    start = time.perf_counter()
+                    in_flight.inc()
+                    try:
+                        outcome = await method(request)
+                    finally:
+                        in_flight.dec()
         except SupplierUnreachable as exc:
             outcome = Rejected(RejectReason.UNREACHABLE, str(exc))
         except trio.TooSlowError:
@@ -728,6 +745,7 @@ class Dispatcher:
         schedule = plugin.schedule
         limit = self.config.orders.reconcile_limit_s
         delay = schedule.first_query_s
+        queries = 0
         not_found_since: float | None = None
         while attempt.live:
             now = self.wall()
@@ -743,7 +761,14 @@ class Dispatcher:
             await self._nap(attempt.key, min(delay, max(0.0, attempt.started_at + limit - now)))
             if not attempt.live:
                 return  # a callback answered first
-            delay = min(delay * schedule.backoff, schedule.max_interval_s)
+            # the first query after first_query_s, the next after interval_s,
+            # then growing by backoff
+            delay = (
+                schedule.interval_s
+                if queries == 0
+                else min(delay * schedule.backoff, schedule.max_interval_s)
+            )
+            queries += 1
             outcome, _latency = await self._call(order, attempt, "query")
             if not attempt.live:
                 return

@@ -26,6 +26,8 @@ class FakeSim:
     name = "sim"
     required_credentials = frozenset({"api_key"})
     schedule = QuerySchedule()
+    #: a stand-in: these tests never start it
+    simulator = object
 
     def __init__(self, context: object) -> None:
         self.context = context
