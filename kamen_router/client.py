@@ -6,8 +6,9 @@
         print(order["state"], order["deliverables"])
 
 ``AsyncOrderClient`` is the same for trio (or asyncio) code. Both raise
-``ApiError`` for 4xx/5xx answers other than 409, which returns the existing
-order under ``conflict=True`` when asked for.
+``ApiError`` (with ``status``, ``code`` and ``message``) for every 4xx/5xx
+answer; a 409 has code ``conflict``. A call that waits (``wait_s``) gets
+that long plus ``timeout_s`` before the client gives up.
 """
 
 from __future__ import annotations
@@ -66,10 +67,20 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
 _HEADERS = {"content-type": "application/json"}
 
 
+def _resolution(by: str, delivered: dict[str, Any] | None, failed: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"by": by}
+    if delivered is not None:
+        body["delivered"] = delivered
+    if failed is not None:
+        body["failed"] = failed
+    return body
+
+
 class OrderClient:
     """Blocking client; one connection reused across calls."""
 
-    def __init__(self, socket: str | Path, timeout_s: float = 70.0) -> None:
+    def __init__(self, socket: str | Path, timeout_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket)), base_url=_BASE, timeout=timeout_s, trust_env=False
         )
@@ -105,11 +116,17 @@ class OrderClient:
             deadline_s=deadline_s,
             wait_s=wait_s,
         )
-        return _answer(self._http.post("/v1/orders", content=body, headers=_HEADERS))
+        return _answer(
+            self._http.post(
+                "/v1/orders", content=body, headers=_HEADERS, timeout=self.timeout_s + (wait_s or 0)
+            )
+        )
 
     def get(self, order_id: str, wait_s: float | None = None) -> dict[str, Any]:
         params = {"wait_s": str(wait_s)} if wait_s else None
-        return _answer(self._http.get(f"/v1/orders/{order_id}", params=params))
+        return _answer(
+            self._http.get(f"/v1/orders/{order_id}", params=params, timeout=self.timeout_s + (wait_s or 0))
+        )
 
     def route(self, sku: str) -> dict[str, Any]:
         return _answer(self._http.get("/v1/route", params={"sku": sku}))
@@ -123,14 +140,8 @@ class OrderClient:
     def resolve(
         self, order_id: str, *, by: str, delivered: dict[str, Any] | None = None, failed: str | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"by": by}
-        if delivered is not None:
-            body["delivered"] = delivered
-        if failed is not None:
-            body["failed"] = failed
-        return _answer(
-            self._http.post(f"/v1/orders/{order_id}/resolve", content=dumps_json(body), headers=_HEADERS)
-        )
+        body = dumps_json(_resolution(by, delivered, failed))
+        return _answer(self._http.post(f"/v1/orders/{order_id}/resolve", content=body, headers=_HEADERS))
 
     def health(self) -> dict[str, Any]:
         return _answer(self._http.get("/healthz"))
@@ -139,7 +150,8 @@ class OrderClient:
 class AsyncOrderClient:
     """The same client for async code (trio or asyncio)."""
 
-    def __init__(self, socket: str | Path, timeout_s: float = 70.0) -> None:
+    def __init__(self, socket: str | Path, timeout_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(socket)),
             base_url=_BASE,
@@ -178,17 +190,39 @@ class AsyncOrderClient:
             deadline_s=deadline_s,
             wait_s=wait_s,
         )
-        return _answer(await self._http.post("/v1/orders", content=body, headers=_HEADERS))
+        return _answer(
+            await self._http.post(
+                "/v1/orders", content=body, headers=_HEADERS, timeout=self.timeout_s + (wait_s or 0)
+            )
+        )
 
     async def get(self, order_id: str, wait_s: float | None = None) -> dict[str, Any]:
         params = {"wait_s": str(wait_s)} if wait_s else None
-        return _answer(await self._http.get(f"/v1/orders/{order_id}", params=params))
+        return _answer(
+            await self._http.get(
+                f"/v1/orders/{order_id}", params=params, timeout=self.timeout_s + (wait_s or 0)
+            )
+        )
 
     async def route(self, sku: str) -> dict[str, Any]:
         return _answer(await self._http.get("/v1/route", params={"sku": sku}))
 
     async def suppliers(self) -> dict[str, Any]:
         return _answer(await self._http.get("/v1/suppliers"))
+
+    async def orders_in(self, state: str, limit: int = 100) -> dict[str, Any]:
+        return _answer(await self._http.get("/v1/orders", params={"state": state, "limit": str(limit)}))
+
+    async def resolve(
+        self, order_id: str, *, by: str, delivered: dict[str, Any] | None = None, failed: str | None = None
+    ) -> dict[str, Any]:
+        return _answer(
+            await self._http.post(
+                f"/v1/orders/{order_id}/resolve",
+                content=dumps_json(_resolution(by, delivered, failed)),
+                headers=_HEADERS,
+            )
+        )
 
     async def health(self) -> dict[str, Any]:
         return _answer(await self._http.get("/healthz"))

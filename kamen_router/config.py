@@ -364,7 +364,9 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     )
     cb: CallbacksConfig = out["callbacks"]  # type: ignore[assignment]
     if cb.listen is not None and cb.listen.host in ("0.0.0.0", "::", "") and cb.public_url is None:
-        callbacks.error("public_url", "is required when listen is a wildcard address: suppliers need a real one")
+        callbacks.error(
+            "public_url", "is required when listen is a wildcard address: suppliers need a real one"
+        )
     oc: OrdersConfig = out["orders"]  # type: ignore[assignment]
     if oc.default_deadline_s > oc.max_deadline_s:
         orders.error("default_deadline_s", "must not exceed max_deadline_s")
@@ -412,7 +414,7 @@ def _read_journal(node: s.Node, rel: Any, base: Path) -> JournalConfig:
         node.error(
             "key_file",
             "is required: accounts and card secrets are encrypted at rest; create a key with"
-            " `kamen-router keygen -o PATH`, or set journal.plaintext: true to store them in clear on purpose",
+            " `kamen-router keygen -o PATH`, or set journal.plaintext: true to store them in clear",
         )
     if config.key_file is not None and config.plaintext:
         node.error("plaintext", "cannot be true together with key_file")

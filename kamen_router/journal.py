@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS orders (
     error_message TEXT,
     resolution    TEXT
 );
-CREATE INDEX IF NOT EXISTS orders_open ON orders (state) WHERE state NOT IN ('delivered', 'failed');
+CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
 CREATE TABLE IF NOT EXISTS attempts (
     attempt_key   TEXT PRIMARY KEY,
     order_id      TEXT NOT NULL REFERENCES orders (order_id),
