@@ -8,6 +8,7 @@ field and changes nothing. See docs/api.md.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Mapping
@@ -283,6 +284,12 @@ class CallbackApi:
         if request.method != "POST":
             return _method_not_allowed("POST")
         metric = self.dispatcher.metrics.callbacks
+        supplier = self.dispatcher.config.suppliers.get(name)
+        allowed = None if supplier is None else supplier.callback_allow_from
+        if allowed is not None and not _peer_in(request.peer, allowed):
+            log.warning("callback to %s from %s refused: address not allowed", name, request.peer)
+            metric.labels(supplier=name, result="forbidden_source").inc()
+            return Response.error(403, "forbidden", "callbacks are not accepted from this address")
         callback_plugin: Any = plugin
         try:
             callback = callback_plugin.parse_callback(request)
@@ -296,6 +303,14 @@ class CallbackApi:
         if not accepted:
             log.warning("callback to %s for attempt %s refused: %s", name, callback.attempt_key[:40], result)
         return _plugin_reply(callback_plugin.callback_reply(accepted))
+
+
+def _peer_in(peer: str | None, networks: Any) -> bool:
+    try:
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _plugin_reply(reply: CallbackReply) -> Response:

@@ -12,6 +12,7 @@ are held in ``Secret``, whose repr is ``***``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -76,6 +77,8 @@ class HostPort:
 class ApiConfig:
     socket: Path
     socket_mode: int = 0o660
+    #: group that owns the socket (storefront processes join it)
+    socket_group: str | None = None
 
 
 @attrs.frozen
@@ -225,6 +228,9 @@ class SupplierConfig:
     limits: Limits = Limits()
     offers: Mapping[str, Offer] = attrs.Factory(dict)
     simulate: Simulate | None = None
+    #: callbacks are accepted only from these networks (None: from anywhere,
+    #: the signature still decides)
+    callback_allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
 
 
 @attrs.frozen
@@ -292,6 +298,28 @@ def _socket_mode(value: object) -> int:
     return mode
 
 
+def _known_group(name: str) -> str | None:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return f"no group named {name!r} on this machine"
+    return None
+
+
+def _networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a list of addresses or networks, such as [203.0.113.0/24]")
+    out = []
+    for item in value:
+        try:
+            out.append(ipaddress.ip_network(s.as_str(item), strict=False))
+        except ValueError:
+            raise ValueError("each entry must be an IP address or network, such as 203.0.113.0/24") from None
+    return tuple(out)
+
+
 def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
     def rel(value: object) -> Path:
         p = Path(s.as_str(value))
@@ -309,6 +337,7 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
         api=ApiConfig(
             socket=api.get("socket", rel, base / "run/orders.sock"),
             socket_mode=api.get("socket_mode", _socket_mode, 0o660),
+            socket_group=api.get("socket_group", s.as_str, None, check=_known_group),
         ),
         metrics=MetricsConfig(listen=metrics.get("listen", HostPort.parse, None)),
         callbacks=CallbacksConfig(
@@ -659,6 +688,7 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         if product_id is not None and price is not None:
             offers[sku] = Offer(sku=sku, product_id=product_id, price=price)
     enabled = node.get("enabled", s.as_bool, True)
+    allow_from = node.get("callback_allow_from", _networks, None)
     node.finish()
     if len(sink) > before:
         return None
@@ -672,6 +702,7 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         limits=limits,
         offers=offers,
         simulate=simulate,
+        callback_allow_from=allow_from,
     )
 
 

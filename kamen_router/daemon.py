@@ -239,7 +239,9 @@ class Daemon:
             api_listener = trio.SocketListener(trio.socket.from_stdlib_socket(inherited))
             socket_path = Path(str(inherited.getsockname()) or socket_path)
         else:
-            api_listener = await open_unix_listener(socket_path, config.api.socket_mode)
+            api_listener = await open_unix_listener(
+                socket_path, config.api.socket_mode, config.api.socket_group
+            )
             socket_ours = True
         journal = None
         try:

@@ -368,7 +368,7 @@ def bound_port(listener: trio.SocketListener) -> int:
     return int(listener.socket.getsockname()[1])
 
 
-async def open_unix_listener(path: Path, mode: int = 0o660) -> trio.SocketListener:
+async def open_unix_listener(path: Path, mode: int = 0o660, group: str | None = None) -> trio.SocketListener:
     """A Unix socket listener at ``path`` with permissions ``mode``.
 
     A stale socket file is replaced only if it is a socket and nobody
@@ -399,6 +399,15 @@ async def open_unix_listener(path: Path, mode: int = 0o660) -> trio.SocketListen
         raise ListenerError(f"cannot bind {path}: {exc.strerror}") from exc
     finally:
         os.umask(old_umask)
+    if group is not None:
+        import grp
+
+        try:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except (KeyError, OSError) as exc:
+            sock.close()
+            path.unlink(missing_ok=True)
+            raise ListenerError(f"cannot give {path} to group {group}: {exc}") from exc
     os.chmod(path, mode)
     sock.listen(512)
     return trio.SocketListener(sock)
