@@ -692,7 +692,7 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
     node.finish()
     if len(sink) > before:
         return None
-    return SupplierConfig(
+    config = SupplierConfig(
         name=name,
         file=path,
         plugin=plugin,
@@ -704,6 +704,16 @@ def read_supplier(path: Path, sink: list[Problem], plugins: PluginRegistry | Non
         simulate=simulate,
         callback_allow_from=allow_from,
     )
+    check = getattr(plugins.get(plugin), "check_supplier", None) if plugins is not None else None
+    if check is not None:
+        try:
+            for key, message in check(config):
+                node.error(key, message)
+        except Exception as exc:  # a plugin bug must not hide behind a traceback
+            node.error("plugin", f"plugin {plugin!r} failed checking this file: {exc.__class__.__name__}")
+        if len(sink) > before:
+            return None
+    return config
 
 
 def load_config(path: str | os.PathLike[str], plugins: PluginRegistry | None = None) -> RouterConfig:

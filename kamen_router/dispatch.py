@@ -487,6 +487,7 @@ class Dispatcher:
             callback_url=None
             if self.callback_base is None
             else f"{self.callback_base}/callbacks/{attempt.supplier}",
+            started_at=attempt.started_at,
         )
 
     async def _call(self, order: Order, attempt: Attempt, operation: str) -> tuple[Outcome, float]:
@@ -630,6 +631,9 @@ class Dispatcher:
         elif kind is Kind.PENDING and attempt.state is not AttemptState.PENDING:
             order.record(attempt, callback.outcome, now)
         else:
+            # news about a live attempt that does not settle it ("something
+            # changed, go and look"): query now rather than at the next turn
+            self._nudge(attempt.key)
             return "duplicate"
         await self._save(order)
         self._nudge(attempt.key)

@@ -258,7 +258,12 @@ class Order:
             self.supplier = attempt.supplier
             unit_cost = getattr(outcome, "unit_cost", None)
             self.unit_price = unit_cost if unit_cost is not None else attempt.unit_price
-            self.deliverables = outcome.deliverables  # type: ignore[union-attr]
+            deliverables: Deliverables = outcome.deliverables  # type: ignore[union-attr]
+            if not deliverables.cards and not deliverables.receipt and attempt.supplier_ref:
+                # a top-up confirmed without an operator serial: the supplier's
+                # own order number is the receipt the shop can quote
+                deliverables = Deliverables(receipt=attempt.supplier_ref)
+            self.deliverables = deliverables
             self._move(State.DELIVERED, now)
         elif outcome.kind is Kind.PENDING:
             self._move(State.PENDING, now)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -70,6 +70,10 @@ class SubmitRequest:
     fields: Mapping[str, str] = attrs.Factory(dict)
     #: where the supplier should send its callback, when the daemon has one
     callback_url: str | None = None
+    #: when the attempt was journaled (unix seconds): the same for every
+    #: retry and query of the attempt, for protocols that sign a timestamp
+    #: of the order (Ofpay's sporder_time)
+    started_at: float | None = None
 
 
 @attrs.frozen
@@ -169,6 +173,18 @@ class Plugin(Protocol):
     async def balance(self) -> Decimal | None: ...
 
 
+class CheckingPlugin(Plugin, Protocol):
+    """A plugin that checks its suppliers' files when the configuration
+    loads (product id formats, protocol options), so `kamen-router check`
+    and a reload report problems instead of the first order."""
+
+    @classmethod
+    def check_supplier(cls, supplier: SupplierConfig) -> Iterable[tuple[str, str]]:
+        """Yield ``(key path, message)`` for every problem, e.g.
+        ``("offers.mobile-cmcc-100.product_id", "must be CARDID:FACE")``."""
+        ...
+
+
 class CatalogPlugin(Plugin, Protocol):
     """A plugin whose supplier publishes prices and stock. ``catalog`` is
     optional: a plugin that defines it is asked on ``routing.refresh.catalog_s``
@@ -249,6 +265,9 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
         faults.append("parse_callback and callback_reply come together: define both or neither")
     elif parse is not None and (inspect.iscoroutinefunction(parse) or inspect.iscoroutinefunction(reply)):
         faults.append("parse_callback and callback_reply must be plain (not async) methods")
+    check = getattr(cls, "check_supplier", None)
+    if check is not None and inspect.iscoroutinefunction(check):
+        faults.append("check_supplier, when defined, must be a plain function")
     catalog = getattr(cls, "catalog", None)
     if catalog is not None and not inspect.iscoroutinefunction(catalog):
         faults.append("catalog, when defined, must be a coroutine function (async def)")
