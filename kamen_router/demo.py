@@ -136,8 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     skus = list(config.skus)
     print(f"kamen-router demo: {len(config.suppliers)} suppliers, {len(skus)} skus, {args.orders} orders")
     env = dict(os.environ)
+    log_path = config.journal.path.parent / "demo-daemon.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab")  # noqa: SIM115 - closed after the daemon exits
+    print(f"daemon log: {log_path}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kamen_router", "--log-level", "warning", "run", "-c", args.config], env=env
+        [sys.executable, "-m", "kamen_router", "--log-level", "info", "run", "-c", args.config],
+        env=env,
+        stderr=log_file,
     )
     try:
         _wait_ready(config.api.socket, proc)
@@ -161,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log_file.close()
     print(_tables(results, elapsed))
     unsettled = [o for o in results if o["state"] not in ("delivered", "failed", "attention")]
     return 1 if unsettled else 0
