@@ -281,8 +281,9 @@ class CallbackApi:
         if plugin is None or not hasattr(plugin, "parse_callback"):
             log.warning("callback for unknown supplier %r from %s", name[:64], request.peer)
             return Response.error(404, "not_found", "no such supplier")
-        if request.method != "POST":
-            return _method_not_allowed("POST")
+        methods = tuple(getattr(plugin, "callback_methods", ("POST",)))
+        if request.method not in methods:
+            return _method_not_allowed(", ".join(methods))
         metric = self.dispatcher.metrics.callbacks
         supplier = self.dispatcher.config.suppliers.get(name)
         allowed = None if supplier is None else supplier.callback_allow_from
@@ -299,7 +300,9 @@ class CallbackApi:
             return _plugin_reply(callback_plugin.callback_reply(False))
         result = await self.dispatcher.apply_callback(name, callback)
         metric.labels(supplier=name, result=result).inc()
-        accepted = result in ("accepted", "duplicate")
+        # "incomplete": a real delivery the router confirms by query; the
+        # supplier need not send it again
+        accepted = result in ("accepted", "duplicate", "incomplete")
         if not accepted:
             log.warning("callback to %s for attempt %s refused: %s", name, callback.attempt_key[:40], result)
         return _plugin_reply(callback_plugin.callback_reply(accepted))

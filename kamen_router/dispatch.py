@@ -36,6 +36,7 @@ log = logging.getLogger("kamen_router.orders")
 CALLBACK_RESULTS = (
     "accepted",
     "duplicate",
+    "incomplete",
     "stale",
     "unknown_attempt",
     "wrong_supplier",
@@ -67,6 +68,17 @@ class NotReady(KamenRouterError):
 
 class ShuttingDown(NotReady):
     """Raised when an order arrives after shutdown began."""
+
+
+def _fits(order: Order, outcome: Outcome) -> bool:
+    """Whether delivered goods match the order: one card per unit for a card
+    product (no account), a receipt or cards for a top-up."""
+    goods = getattr(outcome, "deliverables", None)
+    if goods is None:
+        return False
+    if order.request.account is None:
+        return len(goods.cards) == order.request.quantity
+    return bool(goods.receipt or goods.cards)
 
 
 def _describe(exc: BaseException) -> str:
@@ -624,6 +636,11 @@ class Dispatcher:
             return "contradiction"
         if order.settled:
             return "duplicate"
+        if kind is Kind.DELIVERED and not _fits(order, callback.outcome):
+            # a delivery whose goods do not match the order: ask the
+            # supplier directly instead of handing incomplete goods over
+            self._nudge(attempt.key)
+            return "incomplete"
         if kind in (Kind.DELIVERED, Kind.FAILED):
             order.record(attempt, callback.outcome, now)
             self.router.board.observe(supplier, order.request.sku, callback.outcome, self.clock())

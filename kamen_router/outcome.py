@@ -48,6 +48,9 @@ class RejectReason(enum.StrEnum):
     MAINTENANCE = "maintenance"
     AUTH = "auth"
     UNREACHABLE = "unreachable"
+    #: this supplier cannot express this order (a field or product kind its
+    #: protocol lacks); fails over without counting against anyone
+    UNSUPPORTED = "unsupported"
 
 
 class InvalidReason(enum.StrEnum):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+import types
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from importlib.metadata import entry_points
@@ -279,9 +280,26 @@ def validate_plugin(cls: object, name: str, origin: str) -> type[Plugin]:
     return cls  # type: ignore[return-value]
 
 
+_PACKAGE = "kamen_router_plugins"
+
+
+def _plugins_package(directory: Path) -> None:
+    """Make ``kamen_router_plugins`` a package over ``directory``, so a plugin
+    can import helpers beside it (``from kamen_router_plugins import _util``)."""
+    package = sys.modules.get(_PACKAGE)
+    if package is None:
+        package = types.ModuleType(_PACKAGE)
+        package.__path__ = []
+        sys.modules[_PACKAGE] = package
+    paths: list[str] = package.__path__  # type: ignore[assignment]
+    if str(directory) not in paths:
+        paths.append(str(directory))
+
+
 def _load_file(path: Path) -> type[Plugin]:
     name = path.stem
-    module_name = f"kamen_router_plugins.{name}"
+    _plugins_package(path.parent)
+    module_name = f"{_PACKAGE}.{name}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin {name!r} ({path}): cannot be imported")
