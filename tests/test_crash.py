@@ -104,9 +104,20 @@ def test_sigkill_loses_nothing_and_never_double_delivers(tmp_path: Path) -> None
             (sup_dir / f"{name}.yaml").write_text(yaml.safe_dump(_supplier(name, endpoint=urls[name])))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "kamen_router", "--log-level", "error", "sim",
-                     "-c", str(sim_dir / f"{name}.yaml"), "--listen", f"127.0.0.1:{port}"],
-                    env=env, stdout=subprocess.DEVNULL,
+                    [
+                        sys.executable,
+                        "-m",
+                        "kamen_router",
+                        "--log-level",
+                        "error",
+                        "sim",
+                        "-c",
+                        str(sim_dir / f"{name}.yaml"),
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
                 )
             )
         write_new_key(tmp_path / "journal.key")
@@ -130,9 +141,19 @@ def test_sigkill_loses_nothing_and_never_double_delivers(tmp_path: Path) -> None
 
         def start() -> subprocess.Popen[bytes]:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kamen_router", "--log-level", "warning", "run", "-c",
-                 str(tmp_path / "router.yaml")],
-                env=env, stdout=log, stderr=log,
+                [
+                    sys.executable,
+                    "-m",
+                    "kamen_router",
+                    "--log-level",
+                    "warning",
+                    "run",
+                    "-c",
+                    str(tmp_path / "router.yaml"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
             )
             _wait_health(socket_path, proc)
             return proc
@@ -144,10 +165,16 @@ def test_sigkill_loses_nothing_and_never_double_delivers(tmp_path: Path) -> None
             async def burst(first: int) -> None:
                 transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
                 async with httpx.AsyncClient(transport=transport, base_url="http://d", timeout=5) as http:
+
                     async def one(n: int) -> None:
-                        max_price = rng.choice([None, None, Decimal("99.00"), Decimal("98.50"), Decimal("90")])
-                        body: dict[str, Any] = {"order_id": f"k{n}", "sku": "mobile-cmcc-100",
-                                                "account": "13800138000"}
+                        max_price = rng.choice(
+                            [None, None, Decimal("99.00"), Decimal("98.50"), Decimal("90")]
+                        )
+                        body: dict[str, Any] = {
+                            "order_id": f"k{n}",
+                            "sku": "mobile-cmcc-100",
+                            "account": "13800138000",
+                        }
                         if max_price is not None:
                             body["max_price"] = str(max_price)
                         try:
@@ -162,13 +189,13 @@ def test_sigkill_loses_nothing_and_never_double_delivers(tmp_path: Path) -> None
                             nursery.start_soon(one, n)
                             await trio.sleep(rng.uniform(0, 0.03))
 
-            async def burst_and_kill(first: int) -> None:
+            async def burst_and_kill(first: int, victim: subprocess.Popen[bytes]) -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(burst, first)
                     await trio.sleep(rng.uniform(0.02, 0.5))
-                    daemon.send_signal(signal.SIGKILL)
+                    victim.send_signal(signal.SIGKILL)
 
-            trio.run(burst_and_kill, counter)
+            trio.run(burst_and_kill, counter, daemon)
             counter += 12
             daemon.wait(timeout=10)
             daemon = start()
@@ -222,8 +249,12 @@ async def _journal_orders(root: Path) -> dict[str, Any]:
         await journal.close()
 
 
-def _check(acknowledged: dict[str, Decimal | None], orders: dict[str, Any], ledgers: dict[str, list[dict[str, Any]]],
-           kills: int) -> None:
+def _check(
+    acknowledged: dict[str, Decimal | None],
+    orders: dict[str, Any],
+    ledgers: dict[str, list[dict[str, Any]]],
+    kills: int,
+) -> None:
     key_to_order = {a.key: o for o in orders.values() for a in o.attempts}
     delivered_by: dict[str, list[str]] = defaultdict(list)
     ceiling_breaches = []
@@ -236,15 +267,18 @@ def _check(acknowledged: dict[str, Decimal | None], orders: dict[str, Any], ledg
             ceiling = order.request.max_price
             if ceiling is not None and Decimal(entry["unit_price"]) > ceiling:
                 ceiling_breaches.append((order.order_id, supplier, entry["unit_price"]))
-    lost = [oid for oid in acknowledged if oid not in orders or orders[oid].state not in
-            (State.DELIVERED, State.FAILED, State.ATTENTION)]
+    lost = [
+        oid
+        for oid in acknowledged
+        if oid not in orders or orders[oid].state not in (State.DELIVERED, State.FAILED, State.ATTENTION)
+    ]
     doubles = {oid: sups for oid, sups in delivered_by.items() if len(sups) > 1}
     # the supplier delivered, but the journal says failed: the customer paid for nothing
     unseen = [oid for oid in delivered_by if orders[oid].state is State.FAILED]
     # a second supplier was tried while an earlier attempt was not definitively over
     overlapping = []
     for order in orders.values():
-        for earlier, later in zip(order.attempts, order.attempts[1:], strict=False):
+        for earlier in order.attempts[:-1]:
             if earlier.state.value not in ("rejected", "failed"):
                 overlapping.append((order.order_id, earlier.key, earlier.state.value))
         for attempt in order.attempts:
