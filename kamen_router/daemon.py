@@ -177,8 +177,9 @@ class Daemon:
             if read(new) != read(self.config):
                 event(log, "setting changed; it takes effect after a restart", logging.WARNING, key=key)
                 new = _keep_bound(new, self.config, key)
+        # keep the fingerprint taken before loading: a file written while the
+        # load ran must still look changed to the next poll
         await self._apply(new, plugins)
-        self._fingerprint = _fingerprint(new)
         self.metrics.reload_succeeded()
         return True
 
@@ -263,7 +264,7 @@ class Daemon:
                 }
                 self.metrics.register_suppliers(list(config.suppliers))
                 dispatcher = self._dispatcher = Dispatcher(config, clients, journal, self.metrics)
-                self.metrics.watch_suppliers(dispatcher.suppliers_snapshot)
+                self.metrics.watch_suppliers(lambda: dispatcher.suppliers_snapshot(with_offers=False))
                 # the order API runs in its own nursery so shutdown can stop
                 # it last, after the drain
                 await nursery.start(HttpServer(OrderApi(dispatcher), name="api").serve, [api_listener])

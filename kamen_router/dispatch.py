@@ -173,6 +173,16 @@ class Dispatcher:
         """Swap in a reloaded configuration. ``clients`` holds plugin clients
         for added and changed suppliers; clients of removed suppliers stay, so
         their live attempts still reconcile, but routing no longer sees them."""
+        for name, supplier in config.suppliers.items():
+            before = self.config.suppliers.get(name)
+            for sku, offer in supplier.offers.items():
+                previous = None if before is None else before.offers.get(sku)
+                if previous is not None and previous.price != offer.price:
+                    # the operator changed the price: it holds from the next
+                    # decision until the supplier's catalog says otherwise
+                    stale = self.router.board.offer(name, sku)
+                    stale.catalog_price = None
+                    stale.charged_price = stale.charged_at = None
         self.config = config
         self.clients.update(clients)
         self.router.configure(config.suppliers, config.routing.policy, config.routing.scoring)
@@ -250,7 +260,7 @@ class Dispatcher:
             if item.available is False and item.stock == 0:
                 self.router.board.offer(name, sku).out_reason = "out_of_stock"
 
-    def suppliers_snapshot(self) -> list[dict[str, Any]]:
+    def suppliers_snapshot(self, *, with_offers: bool = True) -> list[dict[str, Any]]:
         """Every configured supplier's live state, as ``GET /v1/suppliers``
         shows it."""
         now = self.clock()
@@ -262,7 +272,9 @@ class Dispatcher:
             ejection = state.stats.ejection
             limiter = self.router.limiters.get(name)
             offers = {}
-            for sku, offer in supplier.offers.items():
+            # metrics read this at every scrape, on the event loop: per-offer
+            # detail (suppliers x skus) only for GET /v1/suppliers
+            for sku, offer in supplier.offers.items() if with_offers else ():
                 off = board.offer(name, sku)
                 health, _scope = board.health(name, sku, now)
                 offers[sku] = {

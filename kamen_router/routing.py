@@ -9,10 +9,15 @@ Ranking is by expected cost of a delivered unit::
 
 where ``p`` is the success estimate of the offer and ``latency`` its running
 mean; ``(1 - p) / p`` is the expected number of failed attempts before a
-delivery. Candidates within ``tie_band`` of the best share the load at
-random; a small ``explore_share`` of orders goes to the runner-up so its
-estimate stays fresh. Every candidate carries the terms that placed it and
-every excluded supplier the reason, so a decision can always be explained.
+delivery. Candidates that ask the same price (within ``tie_band``) and
+score alike share the load at random. A small ``explore_share`` of orders
+goes to a healthy supplier that asks less than the best but ranks below it
+on its estimates, so a cheap supplier that recovered is noticed; a dearer
+runner-up is never explored, since that costs money on every order and
+failover shows its health whenever it is needed. A RATE_LIMITED pause is a
+limit like the token bucket: the supplier stays a candidate to wait for.
+Every candidate carries the terms that placed it and every excluded
+supplier the reason, so a decision can always be explained.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class Excluded(enum.StrEnum):
     OFF_SHELF = "off_shelf"
     DRAINED = "drained"
     BALANCE_LOW = "balance_low"
+    #: no longer given: a RATE_LIMITED pause keeps the supplier a candidate
+    #: at its limit (``Candidate.paused_s``), so an order waits instead of
+    #: failing for want of a supplier; kept for readers of older rankings
     PAUSED = "rate_limited"
     NO_CLIENT = "no_client"
 
@@ -55,9 +63,11 @@ class Policy:
     failure_cost: float = 0.05
     #: cost of one second of expected latency, as a share of the unit price
     latency_cost_per_s: float = 0.002
-    #: candidates whose score is within this share of the best share load
+    #: candidates whose price and score are within this share of the best's
+    #: share the load (see ``Router._ties``)
     tie_band: float = 0.002
-    #: share of orders sent to the runner-up to keep its estimate fresh
+    #: share of orders sent to a healthy supplier that asks less than the
+    #: best but ranks below it, to notice when it is worth its price again
     explore_share: float = 0.02
     #: when every candidate is ejected, try the best of them anyway
     panic: bool = True
@@ -79,10 +89,15 @@ class Candidate:
     max_in_flight: int
     tokens: float
     balance: Decimal | None
+    #: where ``unit_price`` comes from: "config", "catalog" or "charged"
+    #: (what the supplier charged for its last delivery)
+    price_source: str = "config"
+    #: seconds a RATE_LIMITED reply still holds this supplier back
+    paused_s: float = 0.0
 
     @property
     def at_limit(self) -> bool:
-        return self.in_flight >= self.max_in_flight or self.tokens < 1.0
+        return self.in_flight >= self.max_in_flight or self.tokens < 1.0 or self.paused_s > 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -100,6 +115,8 @@ class Candidate:
             "max_in_flight": self.max_in_flight,
             "tokens": round(self.tokens, 2),
             "balance": None if self.balance is None else format_money(self.balance),
+            "price_source": self.price_source,
+            "paused_s": round(self.paused_s, 2),
         }
 
 
@@ -229,6 +246,8 @@ class Router:
         tried: Collection[str] = (),
         quantity: int = 1,
     ) -> Ranking:
+        """Every supplier that offers ``sku``, as a candidate with the terms
+        of its score or as an exclusion with its reason."""
         policy = self.policy
         board = self.board
         candidates: list[Candidate] = []
@@ -240,7 +259,7 @@ class Router:
                 continue
             off_state = board.offer(sup.name, sku)
             sup_state = board.supplier(sup.name)
-            price = off_state.catalog_price if off_state.catalog_price is not None else offer.price
+            price, source = board.price(sup.name, sku, offer.price, now)
             reason: Excluded | None = None
             detail = ""
             if not sup.enabled:
@@ -260,13 +279,13 @@ class Router:
                 reason = Excluded.DRAINED
             elif sup_state.balance is not None and sup_state.balance < price * quantity:
                 reason, detail = Excluded.BALANCE_LOW, f"balance {format_money(sup_state.balance)}"
-            elif sup_state.paused_until > now:
-                reason, detail = Excluded.PAUSED, f"for {sup_state.paused_until - now:.1f} s"
             if reason is not None:
                 excluded.append(Exclusion(sup.name, reason, detail))
                 continue
+            # a RATE_LIMITED pause is a limit like the others: the supplier
+            # stays a candidate that the order may wait for
             health, scope = board.health(sup.name, sku, now)
-            candidate = self._candidate(sup, sku, offer.product_id, price, offer.price, health, now)
+            candidate = self._candidate(sup, sku, offer.product_id, price, offer.price, health, now, source)
             if health is Health.EJECTED:
                 excluded.append(Exclusion(sup.name, Excluded.EJECTED, f"{scope} ejected"))
                 ejected.append(candidate)
@@ -296,6 +315,7 @@ class Router:
         configured: Decimal,
         health: Health,
         now: float,
+        source: str = "config",
     ) -> Candidate:
         policy = self.policy
         p = self.board.success(sup.name, sku, now)
@@ -318,6 +338,8 @@ class Router:
             max_in_flight=limiter.max_in_flight,
             tokens=limiter.refill(now),
             balance=self.board.supplier(sup.name).balance,
+            price_source=source,
+            paused_s=max(0.0, self.board.supplier(sup.name).paused_until - now),
         )
 
     # -------------------------------------------------------------- choice
@@ -342,24 +364,53 @@ class Router:
         order = list(ranking.candidates)
         why = "panic" if ranking.panic else "best"
         best = order[0]
-        ties = [c for c in order if c.score <= best.score * (1 + self.policy.tie_band)]
+        ties = self._ties(order) if not ranking.panic else [best]
         if len(ties) > 1:
             pick = self.rng.choice(ties)
             order.remove(pick)
             order.insert(0, pick)
             why = "tie" if pick is not best else why
-        elif len(order) > 1 and self.rng.random() < self.policy.explore_share:
-            runner_up = order[1]
-            if runner_up.health is Health.HEALTHY and not ranking.panic:
-                order[0], order[1] = order[1], order[0]
+        elif not ranking.panic and self.rng.random() < self.policy.explore_share:
+            # Explore only a supplier that asks less than the best and ranks
+            # below it on its estimates alone: if it has recovered, that is
+            # money saved, and if not, the order fails over. A dearer
+            # runner-up costs money every time, and failover shows its
+            # health whenever it is needed anyway.
+            cheaper = [c for c in order[1:] if c.unit_price < best.unit_price and c.health is Health.HEALTHY]
+            if cheaper:
+                order.remove(cheaper[0])
+                order.insert(0, cheaper[0])
                 why = "explore"
         for i, candidate in enumerate(order):
+            if candidate.paused_s > 0:
+                continue
             limiter = self.limiters[candidate.supplier]
             if limiter.can_submit(now):
                 limiter.take_submit(now)
                 self._mark_probe(candidate.supplier, sku, now)
                 return Choice(candidate, why if i == 0 else "overflow", ranking)
         return ranking
+
+    def _ties(self, order: list[Candidate]) -> list[Candidate]:
+        """Candidates that share the load with the best: they ask the same
+        price (within ``tie_band`` either way) and score within the band
+        plus the failure term of a supplier nobody knows yet. Without that
+        allowance whichever got the first deliveries would keep every order,
+        and the other, never chosen, would never show it is as good. A
+        supplier that has shown itself worse than an unknown one is no tie,
+        and neither is a dearer one that scores close only because the
+        cheaper one's estimate dipped."""
+        best = order[0]
+        band = self.policy.tie_band
+        prior = self.board.config.prior_success
+        slack = self.policy.failure_cost * (1 - prior) / prior
+        return [
+            c
+            for c in order
+            if abs(c.unit_price - best.unit_price) <= best.unit_price * Decimal(band)
+            and c.score <= best.score * (1 + band + slack)
+            and c.health is best.health
+        ]
 
     def _mark_probe(self, supplier: str, sku: str, now: float) -> None:
         for ejection in (
@@ -376,5 +427,8 @@ class Router:
 
     def wait_hint(self, ranking: Ranking, now: float) -> float:
         """How long until one of ``ranking``'s candidates may have capacity."""
-        hints = [self.limiters[c.supplier].wait_hint(now) for c in ranking.candidates]
+        hints = [
+            max(self.limiters[c.supplier].wait_hint(now), self.board.supplier(c.supplier).paused_until - now)
+            for c in ranking.candidates
+        ]
         return max(0.005, min(hints, default=0.05)) if hints else math.inf

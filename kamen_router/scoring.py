@@ -26,7 +26,14 @@ RATE_LIMITED                paused for           -
 ==========================  ===================  ==========================
 
 Success is estimated from exponentially time-decayed counts with a prior
-(a Beta posterior mean), latency is an exponentially weighted mean.
+(a Beta posterior mean); an offer's record is read with its supplier's
+estimate as the prior. Latency is an exponentially weighted mean of the
+time the supplier takes to answer (timeouts are failures, not latency).
+
+The expected unit price is the catalog's (else the configured one), raised
+at once when a delivery is charged more: a rise costs money on every order
+until it is known, while a lower charge may be an order taken before the
+rise, so cuts wait for the catalog.
 """
 
 from __future__ import annotations
@@ -43,16 +50,16 @@ from .outcome import Kind, Outcome, RejectReason
 @attrs.frozen
 class ScoringConfig:
     #: prior success probability and its weight, in observations
-    prior_success: float = 0.9
-    prior_weight: float = 2.0
+    prior_success: float = 0.97
+    prior_weight: float = 30.0
     #: observations lose half their weight after this long
-    half_life_s: float = 600.0
+    half_life_s: float = 300.0
     #: weight of a new latency sample in the running mean
     latency_alpha: float = 0.2
     #: latency assumed before any sample
     prior_latency_s: float = 0.5
     #: consecutive failures that eject a supplier or an offer
-    eject_after_failures: int = 3
+    eject_after_failures: int = 5
     #: also eject when the success estimate falls below this ...
     eject_below_success: float = 0.5
     #: ... with at least this much (decayed) evidence
@@ -64,6 +71,9 @@ class ScoringConfig:
     eject_forget_s: float = 1800.0
     #: how long an out-of-stock offer stays out when no catalog says otherwise
     offer_out_s: float = 300.0
+    #: how long a price rise seen in a delivery's charge holds without a
+    #: newer catalog entry or a new charge at that price
+    charged_price_ttl_s: float = 900.0
 
 
 @attrs.define
@@ -203,6 +213,11 @@ class OfferState:
     #: price and availability from the supplier's catalog, when it has one
     catalog_price: Decimal | None = None
     catalog_available: bool | None = None
+    catalog_at: float | None = None
+    #: the highest unit price a delivery was charged since the last catalog
+    #: entry, and when it was last charged
+    charged_price: Decimal | None = None
+    charged_at: float | None = None
 
 
 _SUPPLIER_FAULTS = {RejectReason.UNREACHABLE, RejectReason.MAINTENANCE, RejectReason.AUTH}
@@ -255,7 +270,13 @@ class Scoreboard:
         sup = self.supplier(supplier)
         off = self.offer(supplier, sku)
         kind = outcome.kind
-        if latency_s is not None and kind not in (Kind.INVALID,):
+        # latency is how long the supplier takes to answer: a timeout or a
+        # refused connection is no answer (it counts as a failure instead),
+        # and one 10 s timeout would otherwise weigh like twenty answers
+        answered = kind not in (Kind.INVALID, Kind.UNKNOWN) and not (
+            kind is Kind.REJECTED and outcome.reason is RejectReason.UNREACHABLE
+        )
+        if latency_s is not None and answered:
             sup.stats.observe_latency(latency_s, cfg)
             off.stats.observe_latency(latency_s, cfg)
         if kind is Kind.DELIVERED:
@@ -263,6 +284,9 @@ class Scoreboard:
             off.stats.observe(True, now, cfg)
             off.out_until = 0.0
             off.out_reason = None
+            unit_cost = getattr(outcome, "unit_cost", None)
+            if unit_cost is not None:
+                self._charged(off, unit_cost, now)
         elif kind is Kind.FAILED:
             sup.stats.observe(False, now, cfg)
             off.stats.observe(False, now, cfg)
@@ -302,6 +326,8 @@ class Scoreboard:
         off = self.offer(supplier, sku)
         off.catalog_price = price
         off.catalog_available = available
+        off.catalog_at = now
+        off.charged_price = off.charged_at = None
         if available:
             off.out_until = 0.0
             off.out_reason = None
@@ -309,7 +335,33 @@ class Scoreboard:
             off.out_until = math.inf
             off.out_reason = "off_shelf"
 
+    def _charged(self, off: OfferState, unit_cost: Decimal, now: float) -> None:
+        # A price rise shows in what the supplier charges long before the
+        # next catalog refresh, and it costs money on every order until it
+        # is known. A lower charge may be stale (an order taken before the
+        # rise and delivered after it), so cuts are learnt from catalogs,
+        # or once the raise has not been charged for ``charged_price_ttl_s``.
+        stale = off.charged_at is None or now - off.charged_at > self.config.charged_price_ttl_s
+        if off.charged_price is None or stale or unit_cost >= off.charged_price:
+            off.charged_price = unit_cost
+            off.charged_at = now
+
     # ------------------------------------------------------------- reading
+
+    def price(self, supplier: str, sku: str, configured: Decimal, now: float) -> tuple[Decimal, str]:
+        """The unit price to expect and where it comes from: the catalog's
+        (else the configured one), raised by a higher recent charge."""
+        off = self.offer(supplier, sku)
+        base, source = (configured, "config") if off.catalog_price is None else (off.catalog_price, "catalog")
+        charged = off.charged_price
+        if (
+            charged is not None
+            and charged > base
+            and off.charged_at is not None
+            and now - off.charged_at <= self.config.charged_price_ttl_s
+        ):
+            return charged, "charged"
+        return base, source
 
     def health(self, supplier: str, sku: str, now: float) -> tuple[Health, str | None]:
         """The worse of the supplier's and the offer's health, and which."""
@@ -322,13 +374,24 @@ class Scoreboard:
         return Health.HEALTHY, None
 
     def success(self, supplier: str, sku: str, now: float) -> float:
-        """Chance an attempt at this offer delivers: the supplier's estimate
-        times the offer's, each relative to the prior, so a new offer of a
-        known supplier starts from the supplier's record."""
+        """Chance an attempt at this offer delivers.
+
+        The offer's own record is read with the supplier's estimate as its
+        prior, so a new offer of a known supplier starts from the
+        supplier's record and a well-observed offer follows its own. The
+        lower of that and the supplier's estimate is taken: the supplier's
+        record also holds what no offer does (timeouts, refused
+        connections), and both records hold every delivery and failure, so
+        a product of the two would count those twice."""
         cfg = self.config
         p_sup = self.supplier(supplier).stats.success(now, cfg)
-        p_off = self.offer(supplier, sku).stats.success(now, cfg)
-        return max(1e-3, min(1.0, p_sup * p_off / cfg.prior_success))
+        counts = self.offer(supplier, sku).stats.counts
+        s, f = counts.successes, counts.failures
+        if counts.at is not None and now > counts.at:
+            factor = math.pow(0.5, (now - counts.at) / cfg.half_life_s)
+            s, f = s * factor, f * factor
+        p_off = (s + p_sup * cfg.prior_weight) / (s + f + cfg.prior_weight)
+        return max(1e-3, min(1.0, p_sup, p_off))
 
     def latency(self, supplier: str, sku: str) -> float:
         off = self.offer(supplier, sku).stats.latency_s

@@ -36,6 +36,21 @@ async def raw_exchange(socket: Path, body: bytes) -> bytes:
         return reply
 
 
+async def sold_out_cheap(make_daemon: Any, **faults: dict[str, Any]) -> Any:
+    """A daemon whose cheapest supplier has just sold its last unit, after
+    the catalog last looked: the next order there is refused out_of_stock."""
+    daemon = await make_daemon(three(cheap={"stock": 1}, **faults))
+    for _ in range(200):  # the catalog read at start-up, bounded
+        suppliers = (await daemon.http.get("/v1/suppliers")).json()["suppliers"]
+        cheap = next(s for s in suppliers if s["name"] == "cheap")
+        if cheap["offers"]["mobile-cmcc-100"]["catalog_price"] is not None:
+            break
+        await trio.sleep(0.02)
+    last = await daemon.order({"order_id": "last-unit", "sku": "mobile-cmcc-100", "account": "13800138000"})
+    assert last["supplier"] == "cheap"
+    return daemon
+
+
 def three(**faults: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "cheap": supplier({"mobile-cmcc-100": CHEAP, "steam-50": 47.9}, simulate=faults.get("cheap")),
@@ -69,7 +84,7 @@ async def test_card_product_delivers_cards(make_daemon: Any) -> None:
 
 async def test_rejected_fails_over_to_next_cheapest(make_daemon: Any) -> None:
     with trio.fail_after(30):
-        daemon = await make_daemon(three(cheap={"stock": 0}))
+        daemon = await sold_out_cheap(make_daemon)
         reply = await daemon.order({"order_id": "f1", "sku": "mobile-cmcc-100", "account": "13800138000"})
         assert reply["state"] == "delivered"
         assert reply["supplier"] == "mid"
@@ -106,7 +121,7 @@ async def test_every_supplier_failing_fails_the_order(make_daemon: Any) -> None:
 
 async def test_price_ceiling_skips_dearer_suppliers(make_daemon: Any) -> None:
     with trio.fail_after(30):
-        daemon = await make_daemon(three(cheap={"stock": 0}))
+        daemon = await sold_out_cheap(make_daemon)
         # cheap is out of stock; mid and dear are above the ceiling
         reply = await daemon.order(
             {"order_id": "p1", "sku": "mobile-cmcc-100", "account": "13800138000", "max_price": "98.50"}
@@ -250,13 +265,13 @@ async def test_bad_input_is_refused_and_changes_nothing(make_daemon: Any, tmp_pa
 
 async def test_metrics_count_orders_and_latency(make_daemon: Any) -> None:
     with trio.fail_after(30):
-        daemon = await make_daemon(three(cheap={"stock": 0}))
+        daemon = await sold_out_cheap(make_daemon)
         await daemon.order({"order_id": "m1", "sku": "mobile-cmcc-100", "account": "13800138000"})
         await daemon.order(
             {"order_id": "m2", "sku": "mobile-cmcc-100", "account": "13800138000", "max_price": 1}
         )
         text = await daemon.scrape()
-        assert 'kamen_router_orders_total{state="delivered"} 1.0' in text
+        assert 'kamen_router_orders_total{state="delivered"} 2.0' in text
         assert 'kamen_router_orders_total{state="failed"} 1.0' in text
         assert (
             'kamen_router_supplier_request_duration_seconds_count{operation="submit",supplier="mid"} 1.0'
