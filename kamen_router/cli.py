@@ -8,6 +8,7 @@ non-zero; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import trio
 
 from . import __version__, logs
 from .config import RouterConfig, load_config, read_supplier
+from .conformance import add_conform_parser
 from .errors import ApiError, ConfigError, KamenRouterError, Problem
 from .money import format_money
 
@@ -121,7 +123,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_simulated_supplier, plugins[supplier.plugin], supplier)
+            url = await nursery.start(
+                functools.partial(
+                    serve_simulated_supplier,
+                    plugins[supplier.plugin],
+                    supplier,
+                    callback_url=args.callback_url,
+                )
+            )
             print(f"simulating {supplier.name} ({supplier.plugin}) on {url}", flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
@@ -367,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="a supplier file, such as suppliers.d/NAME.yaml")
     p.add_argument("--listen", help="host:port (default: simulate.listen, or a free port)")
     p.add_argument("--plugins-dir", help="extra plugins directory")
+    p.add_argument(
+        "--callback-url",
+        help="notify address on file, for protocols that keep one per account (the daemon's /callbacks/NAME)",
+    )
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("submit", help="submit an order through the running daemon")
@@ -416,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--failed", metavar="REASON", help="why the order failed (the storefront may refund)")
     q.add_argument("--by", help="who resolves it (default: the login name)")
     q.set_defaults(func=cmd_attention_resolve)
+
+    add_conform_parser(sub)
 
     p = sub.add_parser("suppliers", help="show every supplier's live score, health, limits and balance")
     socket_arg(p)

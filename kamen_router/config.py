@@ -495,6 +495,9 @@ def _read_routing(node: s.Node) -> RoutingConfig:
             eject_max_s=ejection.get("max_s", s.as_float, ds.eject_max_s, check=s.positive),
             eject_forget_s=ejection.get("forget_s", s.as_float, ds.eject_forget_s, check=nonneg),
             offer_out_s=ejection.get("offer_out_s", s.as_float, ds.offer_out_s, check=s.positive),
+            charged_price_ttl_s=learning.get(
+                "charged_price_ttl_s", s.as_float, ds.charged_price_ttl_s, check=s.positive
+            ),
         ),
         balance_refresh_s=refresh.get(
             "balance_s", s.as_float, d.balance_refresh_s, check=s.between(1, 86400)

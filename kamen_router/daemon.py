@@ -17,6 +17,7 @@ the journal for the next start.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -62,15 +63,20 @@ async def serve_simulated_supplier(
     plugin: type[Plugin],
     supplier: SupplierConfig,
     *,
+    callback_url: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve an in-process upstream speaking ``plugin``'s protocol for
-    ``supplier`` on loopback; reports its base URL when listening."""
+    ``supplier`` on loopback; reports its base URL when listening.
+    ``callback_url`` is the notify address kept on file, for protocols whose
+    suppliers keep one per account instead of taking one per order."""
     factory = getattr(plugin, "simulator", None)
     if factory is None:
         raise KamenRouterError(f"plugin {plugin.name!r} has no simulator")
     assert supplier.simulate is not None
     handler = factory(supplier)
+    if callback_url is not None and hasattr(handler, "callback_url_on_file"):
+        handler.callback_url_on_file = callback_url
     listen = supplier.simulate.listen
     listener = await open_tcp_listener(listen.host, listen.port)
     url = f"http://{HostPort(listen.host, bound_port(listener))}"
@@ -132,6 +138,7 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         self._http: httpx.AsyncClient | None = None
         self._dispatcher: Dispatcher | None = None
+        self._callback_base: str | None = None
         self._reload_lock = trio.Lock()
         self._fingerprint = _fingerprint(config)
 
@@ -214,8 +221,13 @@ class Daemon:
         endpoint = supplier.endpoint
         if supplier.simulate is not None:
             if supplier.name not in self.simulators:
+                callback_url = (
+                    None
+                    if self._callback_base is None
+                    else f"{self._callback_base}/callbacks/{supplier.name}"
+                )
                 self.simulators[supplier.name] = await self._nursery.start(
-                    serve_simulated_supplier, plugin, supplier
+                    functools.partial(serve_simulated_supplier, plugin, supplier, callback_url=callback_url)
                 )
             endpoint = self.simulators[supplier.name]
         assert endpoint is not None
@@ -258,29 +270,35 @@ class Daemon:
                 self._nursery, self._http = nursery, http
                 if self.handle_signals:
                     await nursery.start(self._serve_signals)
+                # listeners first: simulated suppliers whose protocol keeps
+                # the notify URL per account need the callback address
+                metrics_listener = callback_listener = None
+                metrics_url = callbacks_url = None
+                if config.metrics.listen is not None:
+                    m = config.metrics.listen
+                    metrics_listener = await open_tcp_listener(m.host, m.port)
+                    metrics_url = f"http://{HostPort(m.host, bound_port(metrics_listener))}/metrics"
+                if config.callbacks.listen is not None:
+                    c = config.callbacks.listen
+                    callback_listener = await open_tcp_listener(c.host, c.port)
+                    callbacks_url = f"http://{HostPort(c.host, bound_port(callback_listener))}"
+                    self._callback_base = (config.callbacks.public_url or callbacks_url).rstrip("/")
                 clients = {
                     name: await self._client(sup, self.plugins[sup.plugin])
                     for name, sup in config.suppliers.items()
                 }
                 self.metrics.register_suppliers(list(config.suppliers))
                 dispatcher = self._dispatcher = Dispatcher(config, clients, journal, self.metrics)
+                dispatcher.callback_base = self._callback_base
                 self.metrics.watch_suppliers(lambda: dispatcher.suppliers_snapshot(with_offers=False))
-                # the order API runs in its own nursery so shutdown can stop
-                # it last, after the drain
                 await nursery.start(HttpServer(OrderApi(dispatcher), name="api").serve, [api_listener])
-                metrics_url = callbacks_url = None
-                if config.metrics.listen is not None:
-                    m = config.metrics.listen
-                    listener = await open_tcp_listener(m.host, m.port)
-                    metrics_url = f"http://{HostPort(m.host, bound_port(listener))}/metrics"
-                    await nursery.start(HttpServer(self.metrics.handle, name="metrics").serve, [listener])
-                if config.callbacks.listen is not None:
-                    c = config.callbacks.listen
-                    listener = await open_tcp_listener(c.host, c.port)
-                    callbacks_url = f"http://{HostPort(c.host, bound_port(listener))}"
-                    dispatcher.callback_base = (config.callbacks.public_url or callbacks_url).rstrip("/")
+                if metrics_listener is not None:
                     await nursery.start(
-                        HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [listener]
+                        HttpServer(self.metrics.handle, name="metrics").serve, [metrics_listener]
+                    )
+                if callback_listener is not None:
+                    await nursery.start(
+                        HttpServer(CallbackApi(dispatcher), name="callbacks").serve, [callback_listener]
                     )
                 await nursery.start(dispatcher.serve)
                 await nursery.start(self.notifier.serve_watchdog)

@@ -27,7 +27,17 @@ from .logs import event
 from .metrics import Metrics
 from .money import format_money
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
-from .outcome import Deliverables, Kind, NotFound, Outcome, RateLimited, Rejected, RejectReason, Unknown
+from .outcome import (
+    Deliverables,
+    Failed,
+    Kind,
+    NotFound,
+    Outcome,
+    RateLimited,
+    Rejected,
+    RejectReason,
+    Unknown,
+)
 from .plugin import Callback, CatalogItem, Plugin, SubmitRequest
 from .routing import Choice, Ranking, Router
 
@@ -281,6 +291,7 @@ class Dispatcher:
                     "product_id": offer.product_id,
                     "configured_price": format_money(offer.price),
                     "catalog_price": None if off.catalog_price is None else format_money(off.catalog_price),
+                    "routing_price": format_money(board.price(name, sku, offer.price, now)[0]),
                     "success": round(board.success(name, sku, now), 4),
                     "health": health.value,
                     "out": off.out_reason if off.out_until > now else None,
@@ -554,14 +565,18 @@ class Dispatcher:
             # the request may have reached the supplier: never guess
             outcome = Unknown(f"{exc.__class__.__name__}")
         latency = time.perf_counter() - start
-        self.router.board.observe(
-            attempt.supplier,
-            order.request.sku,
-            outcome,
-            self.clock(),
-            latency_s=latency,
-            cost=attempt.unit_price * order.request.quantity,
-        )
+        # a query that cannot say what became of the attempt teaches nothing
+        # new: the submit already counted the trouble, and a stuck attempt
+        # queried a hundred times must not count as a hundred failures
+        if operation == "submit" or outcome.kind in (Kind.DELIVERED, Kind.FAILED, Kind.PENDING):
+            self.router.board.observe(
+                attempt.supplier,
+                order.request.sku,
+                outcome,
+                self.clock(),
+                latency_s=latency,
+                cost=attempt.unit_price * order.request.quantity,
+            )
         self.metrics.supplier_latency.labels(supplier=attempt.supplier, operation=operation).observe(latency)
         self.metrics.attempts.labels(
             supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value
@@ -721,7 +736,7 @@ class Dispatcher:
                 return
             if isinstance(outcome, RateLimited):
                 wait = outcome.retry_after if outcome.retry_after is not None else 1.0
-                if wait <= limit_wait and self.wall() + wait < order.deadline_at:
+                if tries < 4 and wait <= limit_wait and self.wall() + wait < order.deadline_at:
                     await trio.sleep(wait)
                     continue  # same supplier, same attempt key
                 break
@@ -819,6 +834,10 @@ class Dispatcher:
                 not_found_since = now if not_found_since is None else not_found_since
                 if now - max(not_found_since, attempt.started_at) >= schedule.not_found_grace_s:
                     order.end_attempt(attempt, AttemptState.FAILED, "not_found", now)
+                    # the supplier lost or never took an order it was sent
+                    self.router.board.observe(
+                        attempt.supplier, order.request.sku, Failed("not_found"), self.clock()
+                    )
                     await self._save(order)
             elif outcome.kind is Kind.RATE_LIMITED:
                 retry_after = getattr(outcome, "retry_after", None)
