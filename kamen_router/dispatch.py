@@ -125,6 +125,8 @@ class Dispatcher:
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        #: when a drained supplier whose balance cannot be read was first seen so
+        self._drained_since: dict[str, float] = {}
         #: suppliers whose balance/catalog refresh task runs
         self._refreshing: set[str] = set()
         #: set at shutdown: no new orders, no new attempts
@@ -230,14 +232,16 @@ class Dispatcher:
             now = self.clock()
             if now >= next_balance:
                 next_balance = now + routing.balance_refresh_s
+                balance = None
                 try:
                     with trio.fail_after(budget):
                         balance = await plugin.balance()
                 except Exception as exc:
                     log.warning("balance of %s: %s", name, _describe(exc))
+                if balance is not None:
+                    self.router.board.set_balance(name, balance, self.clock())
                 else:
-                    if balance is not None:
-                        self.router.board.set_balance(name, balance, self.clock())
+                    self._expire_drained(name, now, routing.balance_refresh_s)
             if catalog is not None and now >= next_catalog:
                 next_catalog = now + routing.catalog_refresh_s
                 try:
@@ -249,6 +253,21 @@ class Dispatcher:
                     self._apply_catalog(name, items)
             wake = min(next_balance, next_catalog) if catalog is not None else next_balance
             await trio.sleep(max(0.0, wake - self.clock()))
+
+    def _expire_drained(self, name: str, now: float, after_s: float) -> None:
+        """A supplier whose balance cannot be read (its protocol has no
+        balance call, or the call fails) would stay drained for ever after an
+        insufficient_balance refusal; after one refresh interval it is tried
+        again, and a new refusal drains it again."""
+        state = self.router.board.supplier(name)
+        if state.drained_need is None:
+            self._drained_since.pop(name, None)
+            return
+        since = self._drained_since.setdefault(name, now)
+        if now - since >= after_s:
+            state.drained_need = None
+            self._drained_since.pop(name, None)
+            log.info("%s: balance unknown; trying it again after an insufficient-balance refusal", name)
 
     def _apply_catalog(self, name: str, items: Iterable[CatalogItem]) -> None:
         supplier = self.config.suppliers.get(name)
