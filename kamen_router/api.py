@@ -25,9 +25,13 @@ from .plugin import CallbackRejected, CallbackReply
 
 log = logging.getLogger("kamen_router.api")
 
-ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-ACCOUNT = re.compile(r"^[A-Za-z0-9@._+-]{1,64}$")
-FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+# \Z, not $: "$" also matches before a trailing newline ("A1\n" would pass)
+ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+ACCOUNT = re.compile(r"^[A-Za-z0-9@._+-]{1,64}\Z")
+FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")
+#: the largest max_price taken, and its finest step
+MAX_PRICE = Decimal("1000000000")
+MAX_PRICE_PLACES = 8
 MAX_QUANTITY = 1000
 MAX_FIELDS = 16
 _ORDER_KEYS = {"order_id", "sku", "quantity", "account", "fields", "max_price", "deadline_s", "wait_s"}
@@ -55,7 +59,7 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
         raise BadRequest("the body must be a JSON object", code="invalid_order")
     unknown = sorted(set(body) - _ORDER_KEYS)
     if unknown:
-        raise _invalid(unknown[0], "unknown field")
+        raise _invalid(unknown[0][:64], "unknown field")
     order_id = body.get("order_id")
     if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
         raise _invalid(
@@ -72,17 +76,34 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
     account = body.get("account")
     if account is not None and (not isinstance(account, str) or not ACCOUNT.match(account)):
         raise _invalid("account", "must be 1-64 characters: letters, digits and @._+-")
-    fields = body.get("fields") or {}
+    fields = body.get("fields")
+    if fields is None:
+        fields = {}
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
         raise _invalid("fields", f"must be an object of at most {MAX_FIELDS} string values")
     for name, value in fields.items():
-        if not FIELD_NAME.match(name) or not isinstance(value, str) or len(value) > 128 or "\x00" in value:
+        if (
+            not FIELD_NAME.match(name)
+            or not isinstance(value, str)
+            or len(value) > 128
+            or "\x00" in value
+            or not _encodable(value)
+        ):
             raise _invalid("fields", "names are identifiers; values strings of at most 128 characters")
     max_price = None
     if body.get("max_price") is not None:
         max_price = parse_money(body["max_price"])
-        if max_price is None or max_price <= 0:
-            raise _invalid("max_price", 'must be a positive decimal, such as 99.50 or "99.50"')
+        if (
+            max_price is None
+            or max_price <= 0
+            or max_price > MAX_PRICE
+            or -max_price.as_tuple().exponent > MAX_PRICE_PLACES  # type: ignore[operator]
+        ):
+            raise _invalid(
+                "max_price",
+                f'must be a positive decimal up to {MAX_PRICE} with at most {MAX_PRICE_PLACES} decimals,'
+                ' such as 99.50 or "99.50"',
+            )
     orders = config.orders
     deadline = _number(body, "deadline_s", 1, orders.max_deadline_s)
     wait = _number(body, "wait_s", 0, orders.max_wait_s)
@@ -96,6 +117,15 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
         deadline_s=orders.default_deadline_s if deadline is None else deadline,
     )
     return request, wait or 0.0
+
+
+def _encodable(text: str) -> bool:
+    """No lone surrogates: the journal and the reply are UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class OrderApi:

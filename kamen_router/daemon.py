@@ -107,10 +107,13 @@ def _fingerprint(config: RouterConfig) -> tuple[tuple[str, int, int], ...]:
 _RESTART_ONLY: tuple[tuple[str, Callable[[RouterConfig], object]], ...] = (
     ("api.socket", lambda c: c.api.socket),
     ("api.socket_mode", lambda c: c.api.socket_mode),
+    ("api.socket_group", lambda c: c.api.socket_group),
     ("metrics.listen", lambda c: c.metrics.listen),
     ("callbacks.listen", lambda c: c.callbacks.listen),
     ("callbacks.public_url", lambda c: c.callbacks.public_url),
-    ("journal.path", lambda c: c.journal.path),
+    # the cipher is built at start: a new key_file or old_key_files would
+    # otherwise be taken silently and never used
+    ("journal", lambda c: c.journal),
     ("logging", lambda c: c.logging),
 )
 
@@ -389,7 +392,7 @@ def _keep_bound(new: RouterConfig, old: RouterConfig, key: str) -> RouterConfig:
                 new.callbacks, listen=old.callbacks.listen, public_url=old.callbacks.public_url
             ),
         )
-    if key == "journal.path":
+    if key == "journal":
         return attrs.evolve(new, journal=old.journal)
     if key == "logging":
         return attrs.evolve(new, logging=old.logging)

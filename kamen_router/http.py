@@ -18,6 +18,7 @@ import socket as stdsocket
 import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -76,6 +77,8 @@ class Request:
             return loads_json(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc.__class__.__name__}", code="malformed_json") from None
+        except RecursionError:
+            raise BadRequest("malformed JSON: nested too deeply", code="malformed_json") from None
 
     def query_one(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -105,17 +108,15 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _reason(status: int) -> bytes:
-    from http import HTTPStatus
+_REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+
+def _reason(status: int) -> bytes:
+    return _REASONS.get(status, b"")
 
 
 async def _send_response(
-    stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool
+    stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool, head: bool = False
 ) -> None:
     headers = [
         ("content-type", response.content_type),
@@ -127,13 +128,24 @@ async def _send_response(
     data = conn.send(
         h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
     )
-    data += conn.send(h11.Data(data=response.body)) if response.body else b""
+    # a reply to HEAD carries the headers only: h11 refuses a body for it
+    data += conn.send(h11.Data(data=response.body)) if response.body and not head else b""
     data += conn.send(h11.EndOfMessage())
     await stream.send_all(data)
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+def _head_size(head: h11.Request) -> int:
+    """The size of a request's head on the wire (request line and headers)."""
+    line = len(head.method) + len(head.target) + len(head.http_version) + 9
+    return line + sum(len(name) + len(value) + 4 for name, value in head.headers) + 2
 
 
 async def _read_request(
@@ -152,9 +164,15 @@ async def _read_request(
             continue
         if isinstance(event, h11.Request):
             head = event
-            length = dict(event.headers).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-                raise _TooLarge()
+            # h11 bounds only a head still incomplete; one that arrived whole
+            # in a single read is measured here
+            if _head_size(event) > limits.max_header_bytes:
+                raise _HeadTooLarge()
+            for name, value in event.headers:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > limits.max_body_bytes:
+                        raise _TooLarge()
+                    break
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > limits.max_body_bytes:
@@ -168,11 +186,15 @@ async def _read_request(
 
 def _to_request(head: h11.Request, body: bytes, peer: str | None) -> Request:
     target = head.target.decode("latin-1")
-    parts = urlsplit(target)
+    if "?" in target or "%" in target or "#" in target or not target.startswith("/"):
+        parts = urlsplit(target)
+        path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
+    else:  # the usual plain path: nothing to split or unquote
+        path, query = target, {}
     return Request(
         method=head.method.decode("ascii", "replace").upper(),
-        path=unquote(parts.path),
-        query=parse_qs(parts.query, keep_blank_values=True),
+        path=path,
+        query=query,
         headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers},
         body=body,
         peer=peer,
@@ -237,6 +259,10 @@ class HttpServer:
                     self._connections -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; nothing to answer
+        except Exception:
+            # one connection's failure must never take the listener (and the
+            # daemon) down with it
+            log.exception("%s: connection from %s failed; closed it", self.name, peer)
 
     async def _serve_connection(self, stream: trio.SocketStream, peer: str | None) -> None:
         limits = self.limits
@@ -252,6 +278,9 @@ class HttpServer:
                 await self._refuse(
                     stream, conn, 408, "request_timeout", "the request was not received in time"
                 )
+                return
+            except _HeadTooLarge:
+                await self._refuse(stream, conn, 431, "headers_too_large", "the request headers are too large")
                 return
             except _TooLarge:
                 await self._refuse(
@@ -269,7 +298,9 @@ class HttpServer:
                         stream, conn, 431, "headers_too_large", "the request headers are too large"
                     )
                 else:
-                    await self._refuse(stream, conn, status, "bad_http", f"malformed HTTP request: {exc}")
+                    await self._refuse(
+                        stream, conn, status, "bad_http", f"malformed HTTP request: {str(exc)[:120]}"
+                    )
                 return
             if got is None:
                 return
@@ -290,7 +321,7 @@ class HttpServer:
             close = served >= limits.max_requests_per_connection or not _keep_alive(head)
             if conn.our_state is not h11.SEND_RESPONSE:
                 return
-            await _send_response(stream, conn, response, close=close)
+            await _send_response(stream, conn, response, close=close, head=head.method == b"HEAD")
             state_after: object = conn.our_state  # re-read: sending changed it
             if close or state_after is not h11.DONE:
                 return

@@ -1,21 +1,39 @@
 """The journal: every order and attempt, in SQLite (WAL), written before the
 action it enables.
 
-The standard library's sqlite3 runs on a worker thread (``trio.to_thread``)
-behind a capacity limiter of one, so calls are serialised and the event loop
-never blocks on the disk. Each ``save`` is one transaction holding the order
-row and all its attempts: a transition is either wholly on disk or not.
+Writes go to one writer thread that owns the write connection and commits
+in groups: every ``create`` and ``save`` that arrives while a commit is on
+its way to disk waits in a queue, and the next transaction takes them all
+at once, with one ``fsync`` for the lot. Each call still returns only once
+its own transaction has committed (``synchronous=FULL``: durable across
+power loss), so "committed before the action it enables" holds for each
+one; under load many orders simply share a commit. A transition is wholly
+on disk or not at all: a ``save`` is the order row and all its attempts.
+A call whose statements fail is retried alone so that it cannot take the
+rest of its group down with it.
+
+Reads (``load``, ``open_orders``, ...) run on a separate read connection
+through ``trio.to_thread`` (WAL lets them proceed while a commit is on its
+way to disk); they see every write whose call has returned. The event
+loop never blocks on the disk.
+
+Rows are built when a call is made, in the caller's thread: what is written
+is the order as it was when ``save`` was called, even if another task
+changes it while the write waits for its group.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from .crypto import FieldCipher
@@ -73,6 +91,27 @@ _ATTEMPT_COLUMNS = (
 )
 
 
+#: writes taken into one transaction at most (a bound on one commit's time)
+MAX_GROUP = 512
+
+_INSERT_ORDER = f"INSERT OR IGNORE INTO orders ({_ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_UPDATE_ORDER = (
+    "UPDATE orders SET state=?, updated_at=?, deadline_at=?, supplier=?, unit_price=?,"
+    " deliverables=?, error_code=?, error_message=?, resolution=? WHERE order_id=?"
+)
+# an attempt's identity (key, order, seq, supplier, product, price, start)
+# never changes: only its progress is updated, in place
+_UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (attempt_key) DO UPDATE SET state=excluded.state, outcome=excluded.outcome,"
+    " reason=excluded.reason, detail=excluded.detail, latency_ms=excluded.latency_ms,"
+    " supplier_ref=excluded.supplier_ref, updated_at=excluded.updated_at"
+)
+#: states the daemon still drives: read through the state index, so a start
+#: does not scan every settled order the journal has ever held
+_OPEN_STATES = tuple(s.value for s in State if s not in SETTLED)
+
+
 def _seal(cipher: FieldCipher | None, text: str | None, order_id: str, column: str) -> str | None:
     if text is None or cipher is None:
         return text
@@ -89,10 +128,14 @@ def _open(cipher: FieldCipher | None, text: str | None, order_id: str, column: s
     return cipher.open(text, f"{order_id}/{column}")
 
 
+def _deliverables_text(order: Order, cipher: FieldCipher | None) -> str | None:
+    if order.deliverables is None:
+        return None
+    text = json.dumps(order.deliverables.to_json(), ensure_ascii=False)
+    return _seal(cipher, text, order.order_id, "deliverables")
+
+
 def _order_row(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
-    deliverables = (
-        None if order.deliverables is None else json.dumps(order.deliverables.to_json(), ensure_ascii=False)
-    )
     return (
         order.order_id,
         _seal(
@@ -107,10 +150,27 @@ def _order_row(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
         order.deadline_at,
         order.supplier,
         None if order.unit_price is None else str(order.unit_price),
-        _seal(cipher, deliverables, order.order_id, "deliverables"),
+        _deliverables_text(order, cipher),
         order.error_code,
         order.error_message,
         None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
+    )
+
+
+def _update_params(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
+    """The parameters of ``_UPDATE_ORDER``: everything but the request, which
+    never changes after ``create`` (so it is not sealed again on every save)."""
+    return (
+        order.state.value,
+        order.updated_at,
+        order.deadline_at,
+        order.supplier,
+        None if order.unit_price is None else str(order.unit_price),
+        _deliverables_text(order, cipher),
+        order.error_code,
+        order.error_message,
+        None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
+        order.order_id,
     )
 
 
@@ -133,184 +193,325 @@ def _attempt_row(order_id: str, a: Attempt) -> tuple[Any, ...]:
     )
 
 
-def _order_from(row: sqlite3.Row, attempts: Iterable[sqlite3.Row], cipher: FieldCipher | None) -> Order:
-    order_id = row["order_id"]
-    request = _open(cipher, row["request"], order_id, "request")
-    deliverables = _open(cipher, row["deliverables"], order_id, "deliverables")
+# rows are plain tuples in the column order of _ORDER_COLUMNS and
+# _ATTEMPT_COLUMNS (faster than sqlite3.Row when a start reads 100,000)
+
+
+def _attempt_from(a: tuple[Any, ...]) -> Attempt:
+    return Attempt(
+        key=a[0],
+        seq=a[2],
+        supplier=a[3],
+        product_id=a[4],
+        unit_price=Decimal(a[5]),
+        state=AttemptState(a[6]),
+        outcome=None if a[7] is None else Kind(a[7]),
+        reason=a[8],
+        detail=a[9],
+        latency_ms=a[10],
+        supplier_ref=a[11],
+        started_at=a[12],
+        updated_at=a[13],
+    )
+
+
+def _order_from(
+    row: tuple[Any, ...], attempts: Iterable[tuple[Any, ...]], cipher: FieldCipher | None
+) -> Order:
+    order_id = row[0]
+    request = _open(cipher, row[1], order_id, "request")
+    deliverables = _open(cipher, row[8], order_id, "deliverables")
     assert request is not None
     return Order(
         request=OrderRequest.from_identity(json.loads(request)),
-        state=State(row["state"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        deadline_at=row["deadline_at"],
-        supplier=row["supplier"],
-        unit_price=None if row["unit_price"] is None else Decimal(row["unit_price"]),
+        state=State(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
+        deadline_at=row[5],
+        supplier=row[6],
+        unit_price=None if row[7] is None else Decimal(row[7]),
         deliverables=None if deliverables is None else Deliverables.from_json(json.loads(deliverables)),
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        resolution=None if row["resolution"] is None else json.loads(row["resolution"]),
-        attempts=[
-            Attempt(
-                key=a["attempt_key"],
-                seq=a["seq"],
-                supplier=a["supplier"],
-                product_id=a["product_id"],
-                unit_price=Decimal(a["unit_price"]),
-                state=AttemptState(a["state"]),
-                outcome=None if a["outcome"] is None else Kind(a["outcome"]),
-                reason=a["reason"],
-                detail=a["detail"],
-                latency_ms=a["latency_ms"],
-                supplier_ref=a["supplier_ref"],
-                started_at=a["started_at"],
-                updated_at=a["updated_at"],
-            )
-            for a in sorted(attempts, key=lambda r: r["seq"])
-        ],
+        error_code=row[9],
+        error_message=row[10],
+        resolution=None if row[11] is None else json.loads(row[11]),
+        attempts=[_attempt_from(a) for a in sorted(attempts, key=lambda a: a[2])],
     )
+
+
+def _load(db: sqlite3.Connection, order_id: str, cipher: FieldCipher | None) -> Order | None:
+    row = db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id=?", (order_id,)).fetchone()
+    if row is None:
+        return None
+    attempts = db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id=?", (order_id,))
+    return _order_from(row, attempts.fetchall(), cipher)
+
+
+def _load_where(
+    db: sqlite3.Connection,
+    where: str,
+    params: Sequence[Any],
+    limit: int | None,
+    cipher: FieldCipher | None,
+) -> list[Order]:
+    sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {where} ORDER BY created_at"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    rows = db.execute(sql, tuple(params)).fetchall()
+    if not rows:
+        return []
+    by_order: dict[str, list[tuple[Any, ...]]] = {r[0]: [] for r in rows}
+    ids = list(by_order)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for a in db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk):
+            by_order[a[1]].append(a)
+    return [_order_from(r, by_order[r[0]], cipher) for r in rows]
+
+
+@attrs.frozen
+class JournalStatistics:
+    """A snapshot of the journal's write path (``Journal.statistics()``)."""
+
+    #: transactions committed
+    commits: int
+    #: ``create`` and ``save`` calls they carried (writes / commits is the
+    #: mean group size)
+    writes: int
+    #: seconds spent writing and committing, in all
+    commit_seconds: float
+    #: the most writes one transaction carried
+    largest_group: int
+    #: writes waiting for the next transaction right now
+    queued: int
+
+
+@attrs.define(eq=False)
+class _Write:
+    """One ``create`` or ``save`` on its way to the writer thread."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    token: trio.lowlevel.TrioToken
+    done: trio.Event
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _wake(writes: list[_Write]) -> None:
+    for write in writes:
+        write.done.set()
 
 
 class Journal:
     """Orders and attempts on disk. Open with ``open_journal``."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, cipher: FieldCipher | None = None) -> None:
-        self._db = db
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        cipher: FieldCipher | None = None,
+        *,
+        reader: sqlite3.Connection,
+    ) -> None:
+        self._db = db  # the writer thread's alone once it runs
+        self._reader = reader
         self.path = path
         self.cipher = cipher
-        self._limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(1)
+        # writes waiting for the next group, and the writer thread's state:
+        # it is woken (``_wakeup`` released) only when it is idle, so a
+        # busy writer costs its callers no signal at all
+        self._lock = threading.Lock()
+        self._pending: list[_Write] = []
+        self._idle = True
+        self._stopping = False
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._closed = False
         self.commits = 0
+        self.writes = 0
         self.commit_seconds = 0.0
-        #: called with each commit's duration in seconds (from the worker thread)
+        self._largest_group = 0
+        #: called with each commit's duration in seconds (from the writer thread)
         self.on_commit: Callable[[float], None] | None = None
+        self._writer = threading.Thread(target=self._write_loop, name=f"journal {path.name}", daemon=True)
+        self._writer.start()
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        def guarded() -> T:
-            try:
-                return fn()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: {exc}") from exc
-
-        return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
+    def statistics(self) -> JournalStatistics:
+        return JournalStatistics(
+            self.commits, self.writes, self.commit_seconds, self._largest_group, len(self._pending)
+        )
 
     # --------------------------------------------------------------- writes
 
     async def create(self, order: Order) -> Order | None:
         """Insert a new order. If its id is already there, write nothing and
         return the stored order instead."""
+        row = _order_row(order, self.cipher)
+        attempts = [_attempt_row(order.order_id, a) for a in order.attempts]
+        cipher = self.cipher
 
-        def work() -> Order | None:
-            with self._timed(), self._db:
-                cur = self._db.execute(
-                    f"INSERT OR IGNORE INTO orders ({_ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _order_row(order, self.cipher),
-                )
-                if cur.rowcount == 1:
-                    self._write_attempts(order)
-                    return None
-            return self._load(order.order_id)
+        def work(db: sqlite3.Connection) -> Order | None:
+            if db.execute(_INSERT_ORDER, row).rowcount == 1:
+                if attempts:
+                    db.executemany(_UPSERT_ATTEMPT, attempts)
+                return None
+            return _load(db, order.order_id, cipher)
 
-        return await self._run(work)
+        result: Order | None = await self._write(work)
+        return result
 
     async def save(self, order: Order) -> None:
         """Write the order and all its attempts in one transaction."""
+        params = _update_params(order, self.cipher)
+        attempts = [_attempt_row(order.order_id, a) for a in order.attempts]
 
-        def work() -> None:
-            with self._timed(), self._db:
-                row = _order_row(order, self.cipher)
-                self._db.execute(
-                    "UPDATE orders SET state=?, updated_at=?, deadline_at=?, supplier=?, unit_price=?,"
-                    " deliverables=?, error_code=?, error_message=?, resolution=? WHERE order_id=?",
-                    (*row[2:3], *row[4:], order.order_id),
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(_UPDATE_ORDER, params)
+            if attempts:
+                db.executemany(_UPSERT_ATTEMPT, attempts)
+
+        await self._write(work)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        write = _Write(work, trio.lowlevel.current_trio_token(), trio.Event())
+        self._enqueue(write)
+        # Once queued, the write happens whatever becomes of the caller, as
+        # a worker thread's call always did; waiting it out keeps the
+        # caller's view true ("returned" means "on disk"). Bounded by one
+        # commit of at most MAX_GROUP writes.
+        with trio.CancelScope(shield=True):
+            await write.done.wait()
+        if write.error is not None:
+            raise write.error
+        return write.result
+
+    # -------------------------------------------------- the writer thread
+
+    def _enqueue(self, write: _Write | None) -> None:
+        with self._lock:
+            if write is None:
+                self._stopping = True
+            else:
+                self._pending.append(write)
+            wake, self._idle = self._idle, False
+        if wake:
+            self._wakeup.release()
+
+    def _write_loop(self) -> None:
+        while True:
+            self._wakeup.acquire()
+            while True:
+                with self._lock:
+                    # everything that arrived while the last commit was on
+                    # its way to disk goes in this one
+                    group = self._pending[:MAX_GROUP]
+                    del self._pending[:MAX_GROUP]
+                    if not group:
+                        self._idle = True
+                        stopping = self._stopping
+                        break
+                self._commit_group(group)
+                self._hand_back(group)
+            if stopping:
+                return
+
+    def _commit_group(self, writes: list[_Write]) -> None:
+        db = self._db
+        start = time.perf_counter()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for write in writes:
+                    write.result = write.work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            if len(writes) == 1:
+                writes[0].result = None
+                writes[0].error = (
+                    JournalError(f"journal {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
                 )
-                self._write_attempts(order)
+                return
+            # one bad write must not take the others down: each alone
+            for write in writes:
+                self._commit_group([write])
+            return
+        elapsed = time.perf_counter() - start
+        self.commits += 1
+        self.writes += len(writes)
+        self.commit_seconds += elapsed
+        self._largest_group = max(self._largest_group, len(writes))
+        if self.on_commit is not None:
+            self.on_commit(elapsed)
 
-        await self._run(work)
-
-    def _write_attempts(self, order: Order) -> None:
-        if order.attempts:
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO attempts ({_ATTEMPT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_attempt_row(order.order_id, a) for a in order.attempts],
-            )
-
-    def _timed(self) -> _CommitTimer:
-        return _CommitTimer(self)
+    @staticmethod
+    def _hand_back(writes: list[_Write]) -> None:
+        by_token: dict[trio.lowlevel.TrioToken, list[_Write]] = {}
+        for write in writes:
+            by_token.setdefault(write.token, []).append(write)
+        for token, mine in by_token.items():
+            try:
+                token.run_sync_soon(_wake, mine)
+            except trio.RunFinishedError:
+                pass  # nobody is left to wait for them
 
     # ---------------------------------------------------------------- reads
 
-    def _load(self, order_id: str) -> Order | None:
-        row = self._db.execute(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id=?", (order_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        attempts = self._db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id=?", (order_id,))
-        return _order_from(row, attempts.fetchall(), self.cipher)
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def guarded() -> T:
+            try:
+                return fn(self._reader)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from exc
 
-    def _load_where(self, where: str, params: tuple[Any, ...], limit: int | None) -> list[Order]:
-        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {where} ORDER BY created_at"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self._db.execute(sql, params).fetchall()
-        if not rows:
-            return []
-        by_order: dict[str, list[sqlite3.Row]] = {r["order_id"]: [] for r in rows}
-        ids = list(by_order)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for a in self._db.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk
-            ):
-                by_order[a["order_id"]].append(a)
-        return [_order_from(r, by_order[r["order_id"]], self.cipher) for r in rows]
+        return await trio.to_thread.run_sync(guarded, limiter=self._read_limiter)
 
     async def load(self, order_id: str) -> Order | None:
-        return await self._run(lambda: self._load(order_id))
+        cipher = self.cipher
+        return await self._read(lambda db: _load(db, order_id, cipher))
 
     async def load_by_attempt(self, attempt_key: str) -> Order | None:
         """The order an attempt key belongs to (for callbacks)."""
+        cipher = self.cipher
 
-        def work() -> Order | None:
-            row = self._db.execute(
-                "SELECT order_id FROM attempts WHERE attempt_key=?", (attempt_key,)
-            ).fetchone()
-            return None if row is None else self._load(row["order_id"])
+        def work(db: sqlite3.Connection) -> Order | None:
+            row = db.execute("SELECT order_id FROM attempts WHERE attempt_key=?", (attempt_key,)).fetchone()
+            return None if row is None else _load(db, row[0], cipher)
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def open_orders(self) -> list[Order]:
         """Every order the daemon still has to drive (not settled)."""
-        marks = ",".join("?" * len(SETTLED))
-        return await self._run(
-            lambda: self._load_where(f"state NOT IN ({marks})", tuple(s.value for s in SETTLED), None)
-        )
+        marks = ",".join("?" * len(_OPEN_STATES))
+        cipher = self.cipher
+        return await self._read(lambda db: _load_where(db, f"state IN ({marks})", _OPEN_STATES, None, cipher))
 
     async def orders_in(self, state: State, limit: int = 1000) -> list[Order]:
-        return await self._run(lambda: self._load_where("state = ?", (state.value,), limit))
+        cipher = self.cipher
+        return await self._read(lambda db: _load_where(db, "state = ?", (state.value,), limit, cipher))
 
     async def close(self) -> None:
-        await self._run(self._db.close)
+        """Finish every write already made, then close (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._enqueue(None)
+        await trio.to_thread.run_sync(self._writer.join)
+        self._db.close()
+        await self._read(lambda db: db.close())
 
 
-class _CommitTimer:
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-
-    def __enter__(self) -> None:
-        import time
-
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        import time
-
-        elapsed = time.perf_counter() - self.start
-        self.journal.commits += 1
-        self.journal.commit_seconds += elapsed
-        if self.journal.on_commit is not None:
-            self.journal.on_commit(elapsed)
+def _pragmas(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA busy_timeout=5000")
+    # the B-tree pages of a journal holding millions of orders: lookups
+    # and inserts stay off the disk (the default cache is 2 MB)
+    db.execute("PRAGMA cache_size=-32768")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -319,12 +520,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         # created owner-only: the journal holds accounts and card secrets
         path.touch(mode=0o600)
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
-    db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit survives power loss, not only a crash of the process
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
-    db.execute("PRAGMA busy_timeout=5000")
+    _pragmas(db)
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise JournalError(f"journal {path} has schema {version}; this version knows {SCHEMA_VERSION}")
@@ -333,6 +533,15 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.execute("ALTER TABLE orders ADD COLUMN resolution TEXT")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    # the writer thread opens and commits its own transactions (one per group)
+    db.isolation_level = None
+    return db
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA query_only=ON")
+    _pragmas(db)
     return db
 
 
@@ -340,12 +549,14 @@ async def open_journal(path: Path, cipher: FieldCipher | None = None) -> Journal
     """Open (creating if needed) the journal at ``path``; with ``cipher``,
     accounts and deliverables are sealed at rest."""
 
-    def work() -> sqlite3.Connection:
+    def work() -> tuple[sqlite3.Connection, sqlite3.Connection]:
         try:
-            return _connect(path)
+            db = _connect(path)
+            return db, _connect_reader(path)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         except OSError as exc:
             raise JournalError(f"cannot open journal {path}: {exc.strerror}") from exc
 
-    return Journal(await trio.to_thread.run_sync(work), path, cipher)
+    db, reader = await trio.to_thread.run_sync(work)
+    return Journal(db, path, cipher, reader=reader)
