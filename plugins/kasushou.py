@@ -118,6 +118,7 @@ import attrs
 import httpx
 
 from kamen_router.config import Secret
+from kamen_router.conformance import Profile, accept
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
 from kamen_router.http import Request
 from kamen_router.money import format_money, loads_json, parse_money
@@ -143,6 +144,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.kasushou import KasushouSimulator
 
 PATH_BUY = "/api/v1/order/buy"
 PATH_INFO = "/api/v1/order/info"
@@ -489,6 +491,11 @@ def callback_outcome(status: int, ordersn: str | None) -> Outcome:
 
 # ------------------------------------------------------------------ plugin
 
+_CODE_400_ONLY = (
+    "kasushou answers every refusal with code 400 and free text, the same answer as "
+    "'external order number exists', so the plugin queries (unknown) instead of failing over"
+)
+
 
 class KasushouPlugin:
     """卡速售 API v2, bound to one supplier."""
@@ -506,6 +513,31 @@ class KasushouPlugin:
         # the doc calls external_orderno a dedupe key but never says what a
         # duplicate answers or whether a cancelled order still holds it
         resubmit_safe=False,
+    )
+    #: the simulated supplier for ``simulate:`` blocks (kamen_router.sim.kasushou)
+    simulator: ClassVar[type[KasushouSimulator]] = KasushouSimulator
+    #: where the conformance kit must accept the protocol's limits
+    conformance: ClassVar[Profile] = Profile(
+        leeway={
+            **{
+                check: accept(_CODE_400_ONLY, "unknown")
+                for check in (
+                    "out_of_stock",
+                    "insufficient_balance",
+                    "product_unavailable",
+                    "price_above_ceiling",
+                    "invalid_account",
+                    "maintenance",
+                    "rate_limited",
+                    "wrong_credentials",
+                )
+            },
+            "callback_delivered": accept(
+                "the card list is outside a callback's signature, so a success callback is pending "
+                "and the plugin's own query delivers",
+                "pending",
+            ),
+        }
     )
 
     def __init__(self, context: SupplierContext) -> None:

@@ -116,6 +116,7 @@ import attrs
 import httpx
 
 from kamen_router.config import Secret
+from kamen_router.conformance import Profile, accept
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
 from kamen_router.http import Request
 from kamen_router.money import format_money, loads_json, parse_money
@@ -141,6 +142,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.kayixin import KayixinSimulator
 
 PATH_CREATE = "/api/v3/order/create"
 PATH_DETAIL = "/api/v3/order/getDetail"
@@ -436,6 +438,15 @@ def callback_outcome(order_number: str | None) -> Outcome:
 
 # ------------------------------------------------------------------ plugin
 
+_ONLY_CODE_1000 = (
+    "kayixin documents no code but 1000, and any other may mean 'outer number exists', "
+    "so the plugin queries (unknown) instead of failing over"
+)
+_CALLBACK_UNDOCUMENTED = (
+    "kayixin's callback format is not in the documented sources: a verified callback only "
+    "proves the attempt exists (pending), and the plugin's own query decides"
+)
+
 
 class KayixinPlugin:
     """卡易信 API 3.0, bound to one supplier."""
@@ -451,6 +462,30 @@ class KayixinPlugin:
         max_interval_s=600.0,
         not_found_grace_s=300.0,
         resubmit_safe=False,
+    )
+    #: the simulated supplier for ``simulate:`` blocks (kamen_router.sim.kayixin)
+    simulator: ClassVar[type[KayixinSimulator]] = KayixinSimulator
+    #: where the conformance kit must accept the protocol's limits
+    conformance: ClassVar[Profile] = Profile(
+        leeway={
+            **{
+                check: accept(_ONLY_CODE_1000, "unknown")
+                for check in (
+                    "out_of_stock",
+                    "insufficient_balance",
+                    "product_unavailable",
+                    "price_above_ceiling",
+                    "invalid_account",
+                    "maintenance",
+                    "rate_limited",
+                    "wrong_credentials",
+                )
+            },
+            **{
+                check: accept(_CALLBACK_UNDOCUMENTED, "pending")
+                for check in ("callback_delivered", "callback_failed")
+            },
+        }
     )
 
     def __init__(self, context: SupplierContext) -> None:
