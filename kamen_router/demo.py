@@ -76,7 +76,7 @@ async def _drive(
     return results
 
 
-def _tables(results: list[dict[str, Any]], elapsed: float) -> str:
+def _tables(results: list[dict[str, Any]], elapsed: float, plugins: dict[str, str]) -> str:
     per: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"taken": 0, "delivered": 0, "failed": 0, "latency": []}
     )
@@ -91,11 +91,16 @@ def _tables(results: list[dict[str, Any]], elapsed: float) -> str:
             if attempt["latency_ms"] is not None:
                 row["latency"].append(attempt["latency_ms"])
     lines = ["", "Per supplier (attempts the router made there):", ""]
-    lines.append(f"  {'supplier':<12} {'taken':>6} {'delivered':>10} {'failed':>7} {'mean latency':>13}")
+    lines.append(
+        f"  {'supplier':<14} {'protocol':<10} {'taken':>6} {'delivered':>10} {'failed':>7} {'mean latency':>13}"
+    )
     for name in sorted(per):
         row = per[name]
         mean = f"{statistics.fmean(row['latency']):.0f} ms" if row["latency"] else "-"
-        lines.append(f"  {name:<12} {row['taken']:>6} {row['delivered']:>10} {row['failed']:>7} {mean:>13}")
+        lines.append(
+            f"  {name:<14} {plugins.get(name, '?'):<10} {row['taken']:>6} {row['delivered']:>10}"
+            f" {row['failed']:>7} {mean:>13}"
+        )
     states: dict[str, int] = defaultdict(int)
     for order in results:
         states[order["state"]] += 1
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait()
         log_file.close()
-    print(_tables(results, elapsed))
+    print(_tables(results, elapsed, {name: sup.plugin for name, sup in config.suppliers.items()}))
     unsettled = [o for o in results if o["state"] not in ("delivered", "failed", "attention")]
     return 1 if unsettled else 0
 
