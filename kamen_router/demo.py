@@ -92,7 +92,8 @@ def _tables(results: list[dict[str, Any]], elapsed: float, plugins: dict[str, st
                 row["latency"].append(attempt["latency_ms"])
     lines = ["", "Per supplier (attempts the router made there):", ""]
     lines.append(
-        f"  {'supplier':<14} {'protocol':<10} {'taken':>6} {'delivered':>10} {'failed':>7} {'mean latency':>13}"
+        f"  {'supplier':<14} {'protocol':<10} {'taken':>6} {'delivered':>10}"
+        f" {'failed':>7} {'mean latency':>13}"
     )
     for name in sorted(per):
         row = per[name]

@@ -165,6 +165,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.fulu import FuluSimulator
 
 GATEWAY_PATH = "/api/getway"
 METHOD_DIRECT = "fulu.order.direct.add"
@@ -646,6 +647,9 @@ class FuluPlugin:
 
     name: ClassVar[str] = "fulu"
     required_credentials: ClassVar[Collection[str]] = frozenset({"app_key", "app_secret"})
+    #: the in-process Fulu for ``simulate:`` (written from the protocol
+    #: documents, not from this plugin; its conformance profile is there)
+    simulator: ClassVar[type[FuluSimulator]] = FuluSimulator
     schedule: ClassVar[QuerySchedule] = QuerySchedule(
         first_query_s=10.0,
         interval_s=20.0,

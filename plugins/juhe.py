@@ -21,7 +21,11 @@ submit always says 0), 1 done, 9 failed.
 Mapping to the router's products. ``orderid`` is the attempt key (32 of
 ``A-Z2-7`` and digits, within Juhe's 8-32 alphanumerics). ``cardnum`` is the
 **face value** in yuan, so an offer's ``product_id`` is the face value
-itself (``mobile-cmcc-100: {product_id: "100"}``). A top-up is one unit: an order with another quantity
+itself (``mobile-cmcc-100: {product_id: "100"}``). In the onlineorder
+*reply*, ``cardnum`` is the quantity (always "1"; Juhe's published sample
+annotates it 数量) and ``cardid`` Juhe's own product number, so the plugin
+checks the reply's ``uorderid``, ``game_userid`` and a quantity of 1, not the
+face value. A top-up is one unit: an order with another quantity
 is INVALID(invalid_quantity), and one without an 11-digit mobile number is
 INVALID(missing_field / invalid_account), both without sending anything.
 The protocol has no price-cap field, so the ceiling rests on the router's
@@ -40,8 +44,9 @@ reply                                       on submit               on query
 0, game_state 1 (with ``sporder_id``)       Delivered               Delivered
 0, game_state 9                             Failed                  Failed
 0, other or no game_state; a result that    Unknown                 Unknown
-names another orderid, number or face
-value; success without ``sporder_id``
+names another orderid or number, or a
+quantity other than 1; success without
+``sporder_id``
 10001-10005, 10007-10009, 10021             Rejected(auth)          Unknown
 (key, OpenID, IP or API refused)
 10011, 10012, 10013 (request limits)        RateLimited             RateLimited
@@ -72,6 +77,11 @@ Juhe counts *any* text as received and retries (3 times, about 3 s apart)
 only when nothing comes back, so a refused callback gets HTTP 500 with an
 empty body. Juhe sends callbacks to one URL per account, set by its support
 staff, not per order: give them ``PUBLIC_URL/callbacks/SUPPLIER``.
+
+``simulate:`` runs ``kamen_router.sim.juhe.JuheSimulator``, written from the
+same protocol description with its own signing code; the conformance kit
+runs this plugin against it (``conformance`` below lists where Juhe cannot
+say what a check asks, and why).
 
 What rests on thin sources, and how the plugin maps it safely:
 
@@ -115,6 +125,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from kamen_router.conformance import Profile, accept, skip
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
 from kamen_router.http import Request
 from kamen_router.money import loads_json, parse_money
@@ -140,6 +151,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.juhe import JuheSimulator
 
 PATH_ORDER = "/ofpay/mobile/onlineorder"
 PATH_QUERY = "/ofpay/mobile/ordersta"
@@ -297,7 +309,7 @@ def _order_state(result: Mapping[str, Any], cash_key: str, detail: str) -> Outco
     return Unknown(f"unknown game_state {result.get('game_state')!r}"[:_MAX_DETAIL])
 
 
-def submit_outcome(request: SubmitRequest, cardnum: str, data: Mapping[str, Any]) -> Outcome:
+def submit_outcome(request: SubmitRequest, data: Mapping[str, Any]) -> Outcome:
     """The outcome of an onlineorder reply (already decoded)."""
     code: int = data["error_code"]
     detail = reason_of(data)
@@ -310,9 +322,11 @@ def submit_outcome(request: SubmitRequest, cardnum: str, data: Mapping[str, Any]
             theirs = _text(result, key)
             if theirs is not None and theirs != ours:
                 return Unknown(f"the reply describes another order ({key} differs)")
+        # in the reply ``cardnum`` is the quantity (Juhe's sample: "1", 数量),
+        # not the face value the request sent under the same name
         theirs = _text(result, "cardnum")
-        if theirs is not None and parse_money(theirs) != Decimal(cardnum):
-            return Unknown("the reply describes another order (cardnum differs)")
+        if theirs is not None and parse_money(theirs) != 1:
+            return Unknown("the reply describes another order (cardnum, the quantity, is not 1)")
         return _order_state(result, "ordercash", detail)
     if code in SYSTEM_RATE_LIMITED:
         return RateLimited(None, detail)
@@ -391,6 +405,45 @@ class JuhePlugin:
         not_found_grace_s=300.0,
         resubmit_safe=False,
     )
+    #: the in-process Juhe for ``simulate:`` (kamen_router/sim/juhe.py)
+    simulator: ClassVar[type[JuheSimulator]] = JuheSimulator
+    #: what the conformance kit must know about Juhe, and where the protocol
+    #: cannot say what a check asks for (see the notes above)
+    conformance: ClassVar[Profile] = Profile(
+        cards=None,  # phone top-ups only
+        leeway={
+            **{
+                check: accept(
+                    "Juhe's top-up business codes (2085xx) are not in the public sources, so the "
+                    "plugin reads every one as UNKNOWN: it follows the order by query, never fails over",
+                    "unknown",
+                )
+                for check in (
+                    "out_of_stock",
+                    "insufficient_balance",
+                    "product_unavailable",
+                    "invalid_account",
+                )
+            },
+            "price_above_ceiling": skip(
+                "juhe has no price-cap field: the router's own max_price check against the offer's "
+                "price is the only ceiling"
+            ),
+            **{
+                check: accept(
+                    "ordersta answers an orderid Juhe does not have with an undocumented business "
+                    "code, so the plugin never reports NOT_FOUND (the order goes to attention instead)",
+                    "unknown",
+                )
+                for check in ("query_unknown_key", "not_found_window")
+            },
+            "callback_failed": accept(
+                "sta is outside the callback's signature, so a failure callback is only Pending "
+                "and the query decides",
+                "pending",
+            ),
+        },
+    )
 
     def __init__(self, context: SupplierContext) -> None:
         problems = [
@@ -447,7 +500,7 @@ class JuhePlugin:
         data = decode_reply(response.status_code, response.content)
         if isinstance(data, Unknown):
             return data
-        return self._redact(submit_outcome(request, cardnum, data))
+        return self._redact(submit_outcome(request, data))
 
     async def query(self, request: SubmitRequest) -> Outcome:
         response = await send(

@@ -156,6 +156,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.kamen import KamenSimulator
 
 CHARGE_PATH = "/API/Order/Charge.aspx"
 QUERY_PATH = "/API/Order/Query.aspx"
@@ -521,6 +522,9 @@ class KamenPlugin:
 
     name: ClassVar[str] = "kamen"
     required_credentials: ClassVar[Collection[str]] = frozenset({"customer_id", "key"})
+    #: the in-process Kamen for ``simulate:`` (written from the protocol
+    #: documents, not from this plugin; its conformance profile is there)
+    simulator: ClassVar[type[KamenSimulator]] = KamenSimulator
     schedule: ClassVar[QuerySchedule] = QuerySchedule(
         first_query_s=10.0,
         interval_s=20.0,

@@ -93,6 +93,11 @@ sends). A document type declaration, an entity declaration or an external
 entity stops the parse (no entity expansion, no "billion laughs", no
 external fetch), as does a reply over 64 KiB; each is UNKNOWN.
 
+``simulate:`` runs ``kamen_router.sim.ofpay.OfpaySimulator``, written from the
+same protocol description with its own signing code; the conformance kit
+runs this plugin against it (``conformance`` below lists where Ofpay cannot
+say what a check asks, and why).
+
 What rests on thin sources, and how the plugin maps it safely:
 
 - Only retcodes 1, 9999, 105, 334, 1043, 1004 and 1018 are documented in the
@@ -132,6 +137,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from kamen_router.conformance import Profile, accept, skip
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
 from kamen_router.http import Request
 from kamen_router.money import parse_money
@@ -158,6 +164,7 @@ from kamen_router.plugin import (
     SupplierContext,
     send,
 )
+from kamen_router.sim.ofpay import OfpaySimulator
 
 PATH_ORDER = "/onlineorder.do"
 PATH_QUERY = "/api/query.do"
@@ -499,6 +506,50 @@ class OfpayPlugin:
         max_interval_s=600.0,
         not_found_grace_s=300.0,
         resubmit_safe=False,
+    )
+    #: the in-process Ofpay for ``simulate:`` (kamen_router/sim/ofpay.py)
+    simulator: ClassVar[type[OfpaySimulator]] = OfpaySimulator
+    #: what the conformance kit must know about Ofpay, and where the protocol
+    #: cannot say what a check asks for (see the notes above)
+    conformance: ClassVar[Profile] = Profile(
+        cards=None,  # direct top-ups only
+        leeway={
+            **{
+                check: accept(
+                    f"the sources give Ofpay's text for {what} but not its retcode; answered with the "
+                    "generic 9999, the plugin reads it as UNKNOWN and queries (query.do's -1 then ends it)",
+                    "unknown",
+                )
+                for check, what in (
+                    ("insufficient_balance", "a low balance (账户余额不足)"),
+                    ("wrong_credentials", "a bad password or MD5 string (用户名或密码错误, MD5串验证错误)"),
+                )
+            },
+            **{
+                check: accept(
+                    f"Ofpay documents no answer for {what}; answered with the generic 9999, the plugin "
+                    "reads it as UNKNOWN and queries (query.do's -1 then ends it)",
+                    "unknown",
+                )
+                for check, what in (("maintenance", "maintenance"), ("rate_limited", "a rate limit"))
+            },
+            "out_of_stock": accept(
+                "a top-up has no stock at Ofpay: a product it cannot serve now is 1004 (此商品暂不可用)",
+                "rejected:product_unavailable",
+            ),
+            "price_above_ceiling": skip(
+                "ofpay has no price-cap field: the router's own max_price check against the offer's "
+                "price is the only ceiling"
+            ),
+            **{
+                check: accept(
+                    "query.do and the callback carry no receipt: the receipt (Ofpay's orderid) comes "
+                    "with the submit reply, and the router keeps it as the attempt's supplier_ref",
+                    "delivered",
+                )
+                for check in ("pending_then_delivered", "callback_delivered")
+            },
+        },
     )
 
     def __init__(self, context: SupplierContext) -> None:

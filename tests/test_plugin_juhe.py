@@ -139,9 +139,10 @@ def js(data: dict[str, Any], status: int = 200) -> httpx.Response:
 
 
 def accepted(game_state: Any, **result: Any) -> httpx.Response:
+    # the shape of Juhe's published sample: in the reply, cardnum is the quantity
     body = {
         "cardid": "10000",
-        "cardnum": "100",
+        "cardnum": "1",
         "ordercash": 98.7,
         "cardname": "China Mobile 100",
         "sporder_id": SPORDER,
@@ -306,7 +307,8 @@ SUBMIT_CASES: list[tuple[str, httpx.Response, Any]] = [
     ("0 done without sporder_id", accepted(1, sporder_id=None), Unknown),
     ("0 another orderid", accepted(0, uorderid="KROTHER00000000000000000000A0001"), Unknown),
     ("0 another number", accepted(1, game_userid="13900139000"), Unknown),
-    ("0 another face value", accepted(1, cardnum="50"), Unknown),
+    ("0 another quantity", accepted(1, cardnum="2"), Unknown),
+    ("0 the face value as quantity", accepted(1, cardnum="100"), Unknown),
     ("0 without a result", js({"error_code": 0, "reason": "ok"}), Unknown),
     ("10001 wrong key", failure(10001), Rejected(RejectReason.AUTH, "error")),
     ("10002 no permission", failure(10002), Rejected(RejectReason.AUTH, "error")),
