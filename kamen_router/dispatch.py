@@ -80,15 +80,16 @@ class ShuttingDown(NotReady):
     """Raised when an order arrives after shutdown began."""
 
 
-def _fits(order: Order, outcome: Outcome) -> bool:
+def _fits(order: Order, outcome: Outcome, supplier_ref: str | None = None) -> bool:
     """Whether delivered goods match the order: one card per unit for a card
-    product (no account), a receipt or cards for a top-up."""
+    product (no account), a receipt or cards for a top-up (the supplier's
+    order number stands in for a receipt, as ``Order.record`` does)."""
     goods = getattr(outcome, "deliverables", None)
     if goods is None:
         return False
     if order.request.account is None:
         return len(goods.cards) == order.request.quantity
-    return bool(goods.receipt or goods.cards)
+    return bool(goods.receipt or goods.cards or supplier_ref)
 
 
 def _describe(exc: BaseException) -> str:
@@ -682,7 +683,9 @@ class Dispatcher:
             return "contradiction"
         if order.settled:
             return "duplicate"
-        if kind is Kind.DELIVERED and not _fits(order, callback.outcome):
+        if kind is Kind.DELIVERED and not _fits(
+            order, callback.outcome, attempt.supplier_ref or callback.supplier_ref
+        ):
             # a delivery whose goods do not match the order: ask the
             # supplier directly instead of handing incomplete goods over
             self._nudge(attempt.key)
