@@ -123,7 +123,7 @@ from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
-import attrs
+from kamen_router_plugins import _common
 
 from kamen_router.conformance import Profile, accept, skip
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
@@ -557,25 +557,8 @@ class JuhePlugin:
     def _redact(self, outcome: Outcome) -> Outcome:
         """Keep credentials out of details copied from the supplier's text
         (details are journaled)."""
-        if not isinstance(outcome, Unknown | Failed | Rejected | Invalid | RateLimited) or not outcome.detail:
-            return outcome
-        detail = clean = outcome.detail
-        for secret in (self._appkey.reveal(), self._openid.reveal()):
-            if secret:
-                clean = clean.replace(secret, "***")
-        return outcome if clean == detail else _with_detail(outcome, clean)
-
-
-def _with_detail(outcome: Unknown | Failed | Rejected | Invalid | RateLimited, detail: str) -> Outcome:
-    if isinstance(outcome, Unknown):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Failed):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Rejected):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Invalid):
-        return attrs.evolve(outcome, detail=detail)
-    return attrs.evolve(outcome, detail=detail)
+        redacted: Outcome = _common.redact(outcome, (self._appkey.reveal(), self._openid.reveal()))
+        return redacted
 
 
 PLUGIN = JuhePlugin

@@ -107,21 +107,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import attrs
 import httpx
+from kamen_router_plugins import _common
 
 from kamen_router.config import Secret
 from kamen_router.conformance import Profile, accept
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
 from kamen_router.http import Request
-from kamen_router.money import format_money, loads_json, parse_money
+from kamen_router.money import format_money, parse_money
 from kamen_router.outcome import (
     Card,
     Deliverables,
@@ -347,39 +347,14 @@ class OrderInfo:
 
 def decode(response: httpx.Response) -> dict[str, Any] | Unknown:
     """The reply's JSON object with an integer ``code``, or why it is UNKNOWN."""
-    status = response.status_code
-    try:
-        data = loads_json(response.content)
-    except (ValueError, UnicodeDecodeError):
-        data = None
-    code = _int(data.get("code")) if isinstance(data, dict) else None
-    if status >= 500:
-        return Unknown(f"HTTP {status}" + (f", code {code}" if code is not None else ""))
-    if not isinstance(data, dict):
-        return Unknown(f"unparseable reply (HTTP {status})")
-    if code is None:
-        return Unknown(f"reply without a code (HTTP {status})")
-    if code == CODE_OK and not response.is_success:
-        return Unknown(f"code 200 with HTTP {status}")
-    data["code"] = code
+    data: dict[str, Any] | Unknown = _common.decode_coded_json(response, CODE_OK)
     return data
 
 
-def message(data: Mapping[str, Any]) -> str:
-    msg = data.get("msg")
-    return msg.strip()[:_MAX_DETAIL] if isinstance(msg, str) else ""
+message: Callable[[Mapping[str, Any]], str] = _common.message
 
 
-_INTEGER = re.compile(r"-?[0-9]{1,11}")
-
-
-def _int(value: object) -> int | None:
-    """An integer sent as a number or as a decimal string ("3", "-1")."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        return int(value)
-    return None
+_int: Callable[[object], int | None] = _common.as_int
 
 
 def parse_order(raw: object) -> OrderInfo:

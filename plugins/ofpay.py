@@ -135,7 +135,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
 
-import attrs
+from kamen_router_plugins import _common
 
 from kamen_router.conformance import Profile, accept, skip
 from kamen_router.errors import ConfigError, KamenRouterError, Problem
@@ -150,7 +150,6 @@ from kamen_router.outcome import (
     NotFound,
     Outcome,
     Pending,
-    RateLimited,
     Rejected,
     RejectReason,
     Unknown,
@@ -701,28 +700,11 @@ class OfpayPlugin:
     def _redact(self, outcome: Outcome) -> Outcome:
         """Keep credentials out of details copied from the supplier's text
         (details are journaled)."""
-        if not isinstance(outcome, Unknown | Failed | Rejected | Invalid | RateLimited) or not outcome.detail:
-            return outcome
-        detail = clean = outcome.detail
         secrets = [self._userid.reveal(), self._password.reveal(), password_hash(self._password.reveal())]
         if self._keystr is not None:
             secrets.append(self._keystr.reveal())
-        for secret in secrets:
-            if len(secret) >= 4:
-                clean = clean.replace(secret, "***")
-        return outcome if clean == detail else _with_detail(outcome, clean)
-
-
-def _with_detail(outcome: Unknown | Failed | Rejected | Invalid | RateLimited, detail: str) -> Outcome:
-    if isinstance(outcome, Unknown):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Failed):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Rejected):
-        return attrs.evolve(outcome, detail=detail)
-    if isinstance(outcome, Invalid):
-        return attrs.evolve(outcome, detail=detail)
-    return attrs.evolve(outcome, detail=detail)
+        redacted: Outcome = _common.redact(outcome, secrets, min_length=4)
+        return redacted
 
 
 PLUGIN = OfpayPlugin

@@ -8,40 +8,28 @@ import base64
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from plugin_helpers import plugin_class, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from kamen_router.config import Secret, SupplierConfig
 from kamen_router.conformance import conformance_tests
 from kamen_router.http import Request
-from kamen_router.plugin import load_plugins
 from kamen_router.sim.base import Reply
 from kamen_router.sim.fulu import FuluSimulator
 
-PLUGINS = load_plugins(Path(__file__).resolve().parent.parent / "plugins")
+PLUGINS = {"fulu": plugin_class("fulu")}
 
 
 def fulu_supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="fulu-sim",
-        file=Path("suppliers.d/fulu-sim.yaml"),
-        plugin="fulu",
-        enabled=True,
-        endpoint=None,
-        credentials={
-            "app_key": Secret("conformance-fulu-app-key"),
-            "app_secret": Secret("0a091b3aa4324435aab703142518a8f7"),
-        },
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "10000585", Decimal("98.80")),
-            "steam-50": Offer("steam-50", "10000587", Decimal("48.30")),
-        },
-        simulate=Simulate(seed=11),
+    return supplier_config(
+        "fulu-sim",
+        "fulu",
+        {"app_key": "conformance-fulu-app-key", "app_secret": "0a091b3aa4324435aab703142518a8f7"},
+        {"mobile-cmcc-100": ("10000585", "98.80"), "steam-50": ("10000587", "48.30")},
+        seed=11,
     )
 
 

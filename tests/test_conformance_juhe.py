@@ -7,39 +7,28 @@ from __future__ import annotations
 import hashlib
 import urllib.parse
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from plugin_helpers import plugin_class, supplier_config
+
+from kamen_router.config import SupplierConfig
 from kamen_router.conformance import conformance_tests
 from kamen_router.http import Request
 from kamen_router.money import loads_json
-from kamen_router.plugin import load_plugins
 from kamen_router.sim.base import Reply
 from kamen_router.sim.core import Status
 from kamen_router.sim.juhe import PATH_ORDER, PATH_QUERY, JuheSimulator
 
-ROOT = Path(__file__).resolve().parent.parent
-JuhePlugin = load_plugins(ROOT / "plugins")["juhe"]
+JuhePlugin = plugin_class("juhe")
 
 
 def juhe_supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="juhe-conformance",
-        file=Path("suppliers.d/juhe-conformance.yaml"),
-        plugin="juhe",
-        enabled=True,
-        endpoint=None,
-        credentials={
-            "appkey": Secret("5d9c0a7e31f24b68a0e3c1d7b9f25e46"),
-            "openid": Secret("JHc4e1f07a9b3d5e2f6a8c0b1d3e5f7a9c"),
-        },
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "100", Decimal("98.80")),
-            "mobile-cmcc-50": Offer("mobile-cmcc-50", "50", Decimal("49.40")),
-        },
-        simulate=Simulate(seed=11),
+    return supplier_config(
+        "juhe-conformance",
+        "juhe",
+        {"appkey": "5d9c0a7e31f24b68a0e3c1d7b9f25e46", "openid": "JHc4e1f07a9b3d5e2f6a8c0b1d3e5f7a9c"},
+        {"mobile-cmcc-100": ("100", "98.80"), "mobile-cmcc-50": ("50", "49.40")},
+        seed=11,
     )
 
 

@@ -5,35 +5,26 @@ rules against vectors worked from the protocol's sources."""
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
-from pathlib import Path
 
 import attrs
+from plugin_helpers import plugin_class, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from kamen_router.config import Secret, SupplierConfig
 from kamen_router.conformance import conformance_tests
 from kamen_router.http import Request
-from kamen_router.plugin import load_plugins
 from kamen_router.sim.base import Reply
 from kamen_router.sim.kamen import KamenSimulator, callback_sign, kamen_sign
 
-PLUGINS = load_plugins(Path(__file__).resolve().parent.parent / "plugins")
+PLUGINS = {"kamen": plugin_class("kamen")}
 
 
 def kamen_supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="kamen-sim",
-        file=Path("suppliers.d/kamen-sim.yaml"),
-        plugin="kamen",
-        enabled=True,
-        endpoint=None,
-        credentials={"customer_id": Secret("804130"), "key": Secret("7C1D0E6A5B4F48E2A9D3C6B1F0E2D4A8")},
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "1258442", Decimal("98.70")),
-            "mobile-unicom-100": Offer("mobile-unicom-100", "1258444", Decimal("98.50")),
-        },
-        simulate=Simulate(seed=12),
+    return supplier_config(
+        "kamen-sim",
+        "kamen",
+        {"customer_id": "804130", "key": "7C1D0E6A5B4F48E2A9D3C6B1F0E2D4A8"},
+        {"mobile-cmcc-100": ("1258442", "98.70"), "mobile-unicom-100": ("1258444", "98.50")},
+        seed=12,
     )
 
 

@@ -6,34 +6,27 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import trio
+from plugin_helpers import plugin_class, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from kamen_router.config import SupplierConfig
 from kamen_router.conformance import conformance_tests
-from kamen_router.plugin import SubmitRequest, SupplierContext, load_plugins
+from kamen_router.plugin import SubmitRequest, SupplierContext
 from kamen_router.sim.base import serve
 from kamen_router.sim.kasushou import KasushouSimulator, callback_signature, canonical_json, sha1_sign
 
-PLUGIN = load_plugins(Path(__file__).resolve().parent.parent / "plugins")["kasushou"]
+PLUGIN = plugin_class("kasushou")
 
 
 def supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="kss-sim",
-        file=Path("suppliers.d/kss-sim.yaml"),
-        plugin="kasushou",
-        enabled=True,
-        endpoint=None,
-        credentials={"user_id": Secret("kss-user-51207"), "api_key": Secret("kss-apikey-Hq7Zr2Lx")},
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "2909", Decimal("99.20")),
-            "steam-50": Offer("steam-50", "4120", Decimal("48.60")),
-        },
-        simulate=Simulate(seed=11),
+    return supplier_config(
+        "kss-sim",
+        "kasushou",
+        {"user_id": "kss-user-51207", "api_key": "kss-apikey-Hq7Zr2Lx"},
+        {"mobile-cmcc-100": ("2909", "99.20"), "steam-50": ("4120", "48.60")},
+        seed=11,
     )
 
 

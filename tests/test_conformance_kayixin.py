@@ -5,35 +5,28 @@ cap both sides must agree on."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import attrs
 import httpx
 import trio
+from plugin_helpers import plugin_class, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from kamen_router.config import Secret, SupplierConfig
 from kamen_router.conformance import conformance_tests
-from kamen_router.plugin import SubmitRequest, SupplierContext, load_plugins
+from kamen_router.plugin import SubmitRequest, SupplierContext
 from kamen_router.sim.base import serve
 from kamen_router.sim.kayixin import KayixinSimulator
 
-PLUGIN = load_plugins(Path(__file__).resolve().parent.parent / "plugins")["kayixin"]
+PLUGIN = plugin_class("kayixin")
 
 
 def supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="kyx-sim",
-        file=Path("suppliers.d/kyx-sim.yaml"),
-        plugin="kayixin",
-        enabled=True,
-        endpoint=None,
-        credentials={"app_id": Secret("kyx-app-20417"), "app_secret": Secret("kyx-secret-Mw3Pd8Qs")},
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "6518", Decimal("99.30")),
-            "qq-coin-10": Offer("qq-coin-10", "4994", Decimal("9.80")),
-        },
-        simulate=Simulate(seed=17),
+    return supplier_config(
+        "kyx-sim",
+        "kayixin",
+        {"app_id": "kyx-app-20417", "app_secret": "kyx-secret-Mw3Pd8Qs"},
+        {"mobile-cmcc-100": ("6518", "99.30"), "qq-coin-10": ("4994", "9.80")},
+        seed=17,
     )
 
 

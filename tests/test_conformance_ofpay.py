@@ -6,40 +6,27 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
-from decimal import Decimal
-from pathlib import Path
 from xml.etree import ElementTree
 
-from kamen_router.config import Limits, Offer, Secret, Simulate, SupplierConfig
+from plugin_helpers import plugin_class, supplier_config
+
+from kamen_router.config import SupplierConfig
 from kamen_router.conformance import conformance_tests
 from kamen_router.http import Request, Response
-from kamen_router.plugin import load_plugins
 from kamen_router.sim.base import Reply
 from kamen_router.sim.core import Status
 from kamen_router.sim.ofpay import PATH_ORDER, PATH_QUERY, OfpaySimulator
 
-ROOT = Path(__file__).resolve().parent.parent
-OfpayPlugin = load_plugins(ROOT / "plugins")["ofpay"]
+OfpayPlugin = plugin_class("ofpay")
 
 
 def ofpay_supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="ofpay-conformance",
-        file=Path("suppliers.d/ofpay-conformance.yaml"),
-        plugin="ofpay",
-        enabled=True,
-        endpoint=None,
-        credentials={
-            "userid": Secret("A917264"),
-            "password": Secret("conformance-pass-5c2e"),
-            "keystr": Secret("K7fQ2mZ9xR4w"),
-        },
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", "140101:100", Decimal("98.80")),
-            "mobile-cmcc-50": Offer("mobile-cmcc-50", "140101:50", Decimal("49.40")),
-        },
-        simulate=Simulate(seed=13),
+    return supplier_config(
+        "ofpay-conformance",
+        "ofpay",
+        {"userid": "A917264", "password": "conformance-pass-5c2e", "keystr": "K7fQ2mZ9xR4w"},
+        {"mobile-cmcc-100": ("140101:100", "98.80"), "mobile-cmcc-50": ("140101:50", "49.40")},
+        seed=13,
     )
 
 

@@ -7,22 +7,20 @@ secrets kept out of errors and reprs."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
 import attrs
 import httpx
 import pytest
+from plugin_helpers import PLUGINS_DIR, Canned, load_plugin_module, mock_client, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, SupplierConfig
+from kamen_router.config import Secret, SupplierConfig
 from kamen_router.errors import ConfigError, SupplierUnreachable
 from kamen_router.http import Request
 from kamen_router.outcome import (
@@ -47,19 +45,8 @@ from kamen_router.plugin import (
     validate_plugin,
 )
 
-PLUGIN_FILE = Path(__file__).resolve().parent.parent / "plugins" / "fulu.py"
-
-
-def _import() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kamen_router_plugins.fulu", PLUGIN_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fulu = _import()
+PLUGIN_FILE = PLUGINS_DIR / "fulu.py"
+fulu = load_plugin_module("fulu")
 FuluPlugin = validate_plugin(fulu.PLUGIN, "fulu", str(PLUGIN_FILE))
 
 # Fulu's public sandbox credentials, as printed in the PHP SDK's tests
@@ -73,18 +60,12 @@ NOON_BEIJING = 1714536000.0
 
 
 def make_supplier(app_key: str = APP_KEY, secret: str = SECRET) -> SupplierConfig:
-    return SupplierConfig(
-        name="fulu-a",
-        file=Path("suppliers.d/fulu-a.yaml"),
-        plugin="fulu",
-        enabled=True,
+    return supplier_config(
+        "fulu-a",
+        "fulu",
+        {"app_key": app_key, "app_secret": secret},
+        {"mobile-cmcc-100": (TOPUP_PID, "99.20"), "steam-50": (CARD_PID, "48.50")},
         endpoint="https://openapi.fulu.example",
-        credentials={"app_key": Secret(app_key), "app_secret": Secret(secret)},
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", TOPUP_PID, Decimal("99.20")),
-            "steam-50": Offer("steam-50", CARD_PID, Decimal("48.50")),
-        },
     )
 
 
@@ -108,21 +89,8 @@ def card(key: str = KEY, quantity: int = 2, **kw: Any) -> SubmitRequest:
     return topup(key, sku="steam-50", product_id=CARD_PID, quantity=quantity, account=None, **kw)
 
 
-class Fake:
+class Fake(Canned):
     """Fulu's side: records every request and answers with canned replies."""
-
-    def __init__(self, *answers: httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if callable(answer):
-            return answer(request)
-        return answer
 
     def body(self, index: int = -1) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.requests[index].content)
@@ -156,7 +124,7 @@ def order_result(key: str = KEY, state: str = "untreated", **extra: Any) -> dict
 
 def plugin_with(fake: Fake, supplier: SupplierConfig | None = None) -> tuple[Any, httpx.AsyncClient]:
     supplier = supplier or make_supplier()
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    http = mock_client(fake)
     context = SupplierContext(supplier=supplier, endpoint=supplier.endpoint or "", http=http)
     return FuluPlugin(context, clock=lambda: NOON_BEIJING), http  # type: ignore[call-arg]
 

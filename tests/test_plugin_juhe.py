@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import shutil
-import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from plugin_helpers import ROOT, Answer, Canned, load_plugin_module, mock_client, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, SupplierConfig, read_supplier
+from kamen_router.config import SupplierConfig, read_supplier
 from kamen_router.errors import ConfigError, Problem, SupplierUnreachable
 from kamen_router.http import Request
 from kamen_router.outcome import (
@@ -44,21 +42,6 @@ from kamen_router.plugin import (
     validate_plugin,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_plugin_module(name: str) -> ModuleType:
-    """Import plugins/<name>.py the way the daemon does, on its own."""
-    spec = importlib.util.spec_from_file_location(
-        f"kamen_router_plugins.{name}", ROOT / "plugins" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 juhe = load_plugin_module("juhe")
 JuhePlugin = juhe.JuhePlugin
 
@@ -75,15 +58,12 @@ def make_supplier(
 ) -> SupplierConfig:
     creds = {"appkey": APPKEY, "openid": OPENID} if credentials is None else credentials
     products = {"mobile-cmcc-100": "100", "mobile-cmcc-50": "50"} if offers is None else offers
-    return SupplierConfig(
-        name="juhe-main",
-        file=Path("suppliers.d/juhe-main.yaml"),
-        plugin="juhe",
-        enabled=True,
+    return supplier_config(
+        "juhe-main",
+        "juhe",
+        creds,
+        {sku: (pid, "98.50") for sku, pid in products.items()},
         endpoint=ENDPOINT,
-        credentials={k: Secret(v) for k, v in creds.items()},
-        limits=Limits(timeout_s=5),
-        offers={sku: Offer(sku, pid, Decimal("98.50")) for sku, pid in products.items()},
     )
 
 
@@ -103,24 +83,12 @@ def order(
     )
 
 
-Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+Reply = Answer
 
 
-class Upstream:
+class Upstream(Canned):
     """The faked Juhe side: answers every request with a canned reply and
     keeps what it received."""
-
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if isinstance(self.reply, Exception):
-            raise self.reply
-        if callable(self.reply):
-            return self.reply(request)
-        return self.reply
 
     def form(self, index: int = -1) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(self.requests[index].content.decode("ascii")))
@@ -129,7 +97,7 @@ class Upstream:
 @contextlib.asynccontextmanager
 async def plugin_with(reply: Reply) -> AsyncIterator[tuple[Any, Upstream]]:
     upstream = Upstream(reply)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(upstream)) as http:
+    async with mock_client(upstream) as http:
         with trio.fail_after(5):
             yield JuhePlugin(SupplierContext(make_supplier(), ENDPOINT, http)), upstream
 

@@ -7,21 +7,19 @@ secrets kept out of errors and reprs."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import attrs
 import httpx
 import pytest
+from plugin_helpers import PLUGINS_DIR, Canned, load_plugin_module, mock_client, supplier_config
 
-from kamen_router.config import Limits, Offer, Secret, SupplierConfig
+from kamen_router.config import Secret, SupplierConfig
 from kamen_router.errors import ConfigError, SupplierUnreachable
 from kamen_router.http import Request
 from kamen_router.outcome import (
@@ -46,19 +44,8 @@ from kamen_router.plugin import (
     validate_plugin,
 )
 
-PLUGIN_FILE = Path(__file__).resolve().parent.parent / "plugins" / "kamen.py"
-
-
-def _import() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kamen_router_plugins.kamen", PLUGIN_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-kamen = _import()
+PLUGIN_FILE = PLUGINS_DIR / "kamen.py"
+kamen = load_plugin_module("kamen")
 KamenPlugin = validate_plugin(kamen.PLUGIN, "kamen", str(PLUGIN_FILE))
 
 # the customer id and key of a public Java integration (its demo prints them)
@@ -71,15 +58,12 @@ NOTIFY = "http://127.0.0.1:9465/callbacks/kamen-a"
 
 
 def make_supplier(customer_id: str = CUSTOMER_ID, key: str = KEY) -> SupplierConfig:
-    return SupplierConfig(
-        name="kamen-a",
-        file=Path("suppliers.d/kamen-a.yaml"),
-        plugin="kamen",
-        enabled=True,
+    return supplier_config(
+        "kamen-a",
+        "kamen",
+        {"customer_id": customer_id, "key": key},
+        {"mobile-cmcc-100": (PID, "99.40")},
         endpoint="http://api.kamennet.example/",
-        credentials={"customer_id": Secret(customer_id), "key": Secret(key)},
-        limits=Limits(timeout_s=5),
-        offers={"mobile-cmcc-100": Offer("mobile-cmcc-100", PID, Decimal("99.40"))},
     )
 
 
@@ -99,19 +83,8 @@ def topup(key: str = ATTEMPT, **kw: Any) -> SubmitRequest:
     return SubmitRequest(**args)
 
 
-class Fake:
+class Fake(Canned):
     """Kamen's side: records every request and answers with canned replies."""
-
-    def __init__(self, *answers: httpx.Response | Exception):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
     def form(self, index: int = -1) -> list[tuple[str, str]]:
         return parse_qsl(self.requests[index].content.decode("ascii"), keep_blank_values=True)
@@ -144,7 +117,7 @@ def status(value: str, description: str = "", key: str = ATTEMPT, **extra: str) 
 
 def plugin_with(fake: Fake, supplier: SupplierConfig | None = None) -> tuple[Any, httpx.AsyncClient]:
     supplier = supplier or make_supplier()
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    http = mock_client(fake)
     context = SupplierContext(supplier=supplier, endpoint=supplier.endpoint or "", http=http)
     return KamenPlugin(context), http
 

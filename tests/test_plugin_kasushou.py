@@ -10,17 +10,28 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+from plugin_helpers import (
+    PLUGINS_DIR,
+    Recorder,
+    answer,
+    assert_no_secret,
+    json_reply,
+    mock_client,
+    plugin_class,
+    raw,
+    refuse_connection,
+    supplier_config,
+)
 
-from kamen_router.config import Limits, Offer, Secret, SupplierConfig
+from kamen_router.config import SupplierConfig
 from kamen_router.errors import SupplierUnreachable
 from kamen_router.http import Request
 from kamen_router.outcome import (
@@ -41,12 +52,10 @@ from kamen_router.plugin import (
     Plugin,
     SubmitRequest,
     SupplierContext,
-    load_plugins,
     validate_plugin,
 )
 
-PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
-PLUGIN_CLS = load_plugins(PLUGINS_DIR)["kasushou"]
+PLUGIN_CLS = plugin_class("kasushou")
 kss: ModuleType = sys.modules[PLUGIN_CLS.__module__]
 
 USER_ID = "2uIkTrXNdAFc7OKhbRenzjDtgPoZ6s5C"
@@ -59,18 +68,13 @@ PHONE = "13800138000"
 
 
 def supplier() -> SupplierConfig:
-    return SupplierConfig(
-        name="kss",
-        file=Path("kss.yaml"),
-        plugin="kasushou",
-        enabled=True,
+    return supplier_config(
+        "kss",
+        "kasushou",
+        {"user_id": USER_ID, "api_key": API_KEY},
+        {"mobile-cmcc-100": (TOPUP_PID, "99.20"), "steam-50": (CARD_PID, "48.50")},
         endpoint=ENDPOINT,
-        credentials={"user_id": Secret(USER_ID), "api_key": Secret(API_KEY)},
-        limits=Limits(timeout_s=5),
-        offers={
-            "mobile-cmcc-100": Offer("mobile-cmcc-100", TOPUP_PID, Decimal("99.20")),
-            "steam-50": Offer("steam-50", CARD_PID, Decimal("48.50")),
-        },
+        file="kss.yaml",
     )
 
 
@@ -94,42 +98,20 @@ def card(quantity: int = 2) -> SubmitRequest:
     return topup(sku="steam-50", product_id=CARD_PID, quantity=quantity, account=None, callback_url=None)
 
 
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Upstream:
-    """The faked supplier: answers with ``handler`` and keeps every request."""
-
+class Upstream(Recorder):
     def __init__(self) -> None:
-        self.seen: list[httpx.Request] = []
-        self.handler: Handler = lambda request: reply({"code": 200, "msg": "成功", "data": {}})
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(request)
-        return self.handler(request)
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.seen]
+        super().__init__({"code": 200, "msg": "成功", "data": {}})
 
 
-def reply(data: Any, status: int = 200) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(data, ensure_ascii=False).encode())
+reply = json_reply
 
 
 @pytest.fixture
 async def rig() -> AsyncIterator[tuple[Any, Upstream]]:
     upstream = Upstream()
-    async with httpx.AsyncClient(transport=httpx.MockTransport(upstream)) as http:
+    async with mock_client(upstream) as http:
         plugin = PLUGIN_CLS(SupplierContext(supplier(), ENDPOINT + "/", http))
         yield plugin, upstream
-
-
-def answer(upstream: Upstream, data: Any, status: int = 200) -> None:
-    upstream.handler = lambda request: reply(data, status)
-
-
-def raw(status: int, body: bytes) -> Handler:
-    return lambda request: httpx.Response(status, content=body)
 
 
 # ------------------------------------------------------------------ loading
@@ -598,10 +580,7 @@ async def test_no_credential_reaches_a_message_or_a_repr(rig: tuple[Any, Upstrea
     plugin, upstream = rig
     texts = [repr(plugin), str(plugin), repr(plugin._context), repr(supplier())]
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
-
-    upstream.handler = refuse
+    upstream.handler = refuse_connection
     for call in (plugin.submit(topup()), plugin.query(topup()), plugin.balance(), plugin.catalog()):
         with pytest.raises(SupplierUnreachable) as unreachable:
             await call
@@ -619,5 +598,4 @@ async def test_no_credential_reaches_a_message_or_a_repr(rig: tuple[Any, Upstrea
         with pytest.raises(CallbackRejected) as rejected:
             plugin.parse_callback(form(fields))
         texts.append(str(rejected.value))
-    for text in texts:
-        assert API_KEY not in text and USER_ID not in text, text
+    assert_no_secret(texts, API_KEY, USER_ID)
