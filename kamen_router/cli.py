@@ -444,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # the reader went away (`kamen-router check | head`): not an error
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         return _report(exc)
     except KeyboardInterrupt:
