@@ -280,7 +280,9 @@ class HttpServer:
                 )
                 return
             except _HeadTooLarge:
-                await self._refuse(stream, conn, 431, "headers_too_large", "the request headers are too large")
+                await self._refuse(
+                    stream, conn, 431, "headers_too_large", "the request headers are too large"
+                )
                 return
             except _TooLarge:
                 await self._refuse(
