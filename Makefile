@@ -26,6 +26,11 @@ demo: $(VENV)/.installed var/journal.key
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
+# every benchmark (bench/*.py; results in bench/out/) and one summary table;
+# about 8 minutes on two cores, more on the first run (it builds journals)
+bench: $(VENV)/.installed
+	$(BIN)/python bench/common.py all
+
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check kamen_router tests

@@ -237,8 +237,9 @@ class Server:
                 raise RuntimeError(f"{name} not ready after {ready_timeout_s} s; see {self.log_path}")
 
     def _copy_log(self) -> None:
-        assert self.proc.stdout is not None
-        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+        stream = self.proc.stdout
+        assert stream is not None
+        while chunk := os.read(stream.fileno(), 65536):
             self._log.write(chunk)
             self._log.flush()
 
@@ -301,6 +302,7 @@ def run_load(
     wait_s: float = 30,
     account: str | None = ACCOUNT,
     expect: str = "delivered",
+    time_limit_s: float | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Drive orders through each target's socket from a separate process:
     closed loop at ``concurrency``, or open loop at ``rate`` orders a second
@@ -336,6 +338,8 @@ def run_load(
         argv += ["--target", f"{sock}={server.pid if server is not None else 0}"]
     if rate is not None:
         argv += ["--rate", str(rate)]
+    if time_limit_s is not None:
+        argv += ["--time-limit-s", str(time_limit_s)]
     if account is not None:
         argv += ["--account", account]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False)
@@ -464,12 +468,18 @@ async def _loadgen(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 supplier[i] = attempts[-1]["latency_ms"] / 1000
 
         start = time.perf_counter()
+        stop_at = math.inf if args.time_limit_s is None else start + args.time_limit_s
+        sent = 0
         if args.rate is None:
             counter = iter(range(n))
 
             async def worker() -> None:
+                nonlocal sent
                 conn = Conn(path)
                 for i in counter:
+                    if time.perf_counter() > stop_at:
+                        break
+                    sent += 1
                     await one(conn, i, time.perf_counter())
                 conn.close()
 
@@ -485,20 +495,29 @@ async def _loadgen(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
             # (no coordinated omission)
             offset = time.perf_counter() - trio.current_time()
 
+            # at most max_conns connections: beyond that an order waits for
+            # one (its latency still counts from when it was due)
+            conns = trio.Semaphore(args.max_conns)
+
             async def send(i: int, due: float) -> None:
-                conn = free.pop() if free else Conn(path)
-                await one(conn, i, due + offset)
-                free.append(conn)
+                async with conns:
+                    conn = free.pop() if free else Conn(path)
+                    await one(conn, i, due + offset)
+                    free.append(conn)
 
             async with trio.open_nursery() as nursery:
                 for i in range(n):
                     due = base + i * interval
                     await trio.sleep_until(due)
+                    if time.perf_counter() > stop_at:
+                        break
+                    sent += 1
                     nursery.start_soon(send, i, due)
             for conn in free:
                 conn.close()
         return {
             "orders": n,
+            "sent": sent,
             "wall_s": time.perf_counter() - start,
             "statuses": statuses,
             "states": states,
@@ -536,7 +555,11 @@ def _loadgen_main(argv: Sequence[str]) -> int:
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--wait-s", type=float, default=30)
     parser.add_argument("--account", default=None)
-    parser.add_argument("--expect", default="delivered")
+    parser.add_argument("--expect", default="delivered", help='the state a reply must have ("*": any 2xx)')
+    parser.add_argument("--max-conns", type=int, default=256, help="open loop: connections at most")
+    parser.add_argument(
+        "--time-limit-s", type=float, default=None, help="send no order after this long (per block)"
+    )
     args = parser.parse_args(argv)
     result = trio.run(_loadgen, args)
     json.dump(result, sys.stdout)
@@ -548,6 +571,7 @@ def merge_blocks(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     and CPU time summed)."""
     out: dict[str, Any] = {
         "orders": sum(b["orders"] for b in blocks),
+        "sent": sum(b["sent"] for b in blocks),
         "wall_s": sum(b["wall_s"] for b in blocks),
         "cpu_s": sum(b["cpu_s"] for b in blocks),
         "statuses": {},
@@ -601,12 +625,15 @@ def latency_summary(result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def check_complete(result: Mapping[str, Any], what: str) -> None:
-    """Fail loudly when orders went missing: a fast wrong answer is no result."""
+def check_complete(result: Mapping[str, Any], what: str, *, cut_short: bool = False) -> None:
+    """Fail loudly when orders went missing: a fast wrong answer is no result.
+    With ``cut_short``, a time limit may have left orders unsent; every
+    order sent must still have completed."""
     ok = sum(1 for v in result["e2e_s"] if not math.isnan(v))
-    if ok != result["orders"]:
+    expected = result["sent"] if cut_short else result["orders"]
+    if ok != expected:
         raise RuntimeError(
-            f"{what}: {result['orders'] - ok} of {result['orders']} orders did not complete"
+            f"{what}: {expected - ok} of {expected} orders did not complete"
             f" (statuses {result['statuses']}, states {result['states']}, errors {result['errors']})"
         )
 
@@ -685,8 +712,7 @@ def summary_rows() -> list[list[str]]:
         )
         row(
             "CPU s per 1,000 orders (C=32)",
-            f"{fmt(k['cpu_s_per_1000'], 3)} vs {fmt(p['cpu_s_per_1000'], 3)}"
-            f" = {fmt(r['cpu_per_order'])}x",
+            f"{fmt(k['cpu_s_per_1000'], 3)} vs {fmt(p['cpu_s_per_1000'], 3)} = {fmt(r['cpu_per_order'])}x",
             "(report)",
             None,
         )
@@ -699,10 +725,11 @@ def summary_rows() -> list[list[str]]:
     inf = load_result("inflight")
     if inf is not None:
         row(
-            f"RSS for {inf['pending']:,} pending (MB)",
-            f"{fmt(inf['rss_growth_mb'], 1)} ({fmt(inf['rss_per_pending_kb'], 2)} KB/order)",
+            "RSS per 10,000 pending orders (MB)",
+            f"{fmt(inf['rss_for_10k_mb'], 1)} ({fmt(inf['rss_per_pending_kb'], 2)} KB each;"
+            f" {inf['open_at_peak']:,.0f} open)",
             "<= 50 MB",
-            inf["rss_growth_mb"] <= 50,
+            inf["rss_for_10k_mb"] <= 50,
         )
         row(
             "intake with them pending",
@@ -723,10 +750,17 @@ def summary_rows() -> list[list[str]]:
                 "median < 50 us",
                 c100["median_us"] < 50,
             )
+        skus = sorted({s for _n, s in cells})
         grid = " ".join(
-            f"{n}/{s // 1000}k:{fmt(c['median_us'], 1)}" for (n, s), c in sorted(cells.items())
+            f"{n}:" + "/".join(fmt(cells[(n, s)]["median_us"], 0) for s in skus if (n, s) in cells)
+            for n in sorted({n for n, _s in cells})
         )
-        row("decision us by candidates/skus", grid, "no worse than linear", dec["linear"])
+        row(
+            "decision us by candidates (" + "/".join(f"{s // 1000}k" for s in skus) + " skus)",
+            grid,
+            "no worse than linear",
+            dec["linear"],
+        )
     rec = load_result("recovery")
     if rec is not None:
         for n, cell in sorted(rec["ready"].items(), key=lambda kv: int(kv[0])):
@@ -754,13 +788,41 @@ def print_summary() -> None:
     print_table(rows, ["measure", "kamen-router", "target", "result"])
 
 
+BENCHMARKS = ("throughput", "inflight", "decision", "recovery")
+
+
+def run_all(extra: Sequence[str] = ()) -> int:
+    """Every benchmark in turn (``make bench``), then the summary table.
+    ``extra`` goes to every benchmark (``--source DIR``)."""
+    start = time.perf_counter()
+    failed = []
+    times = {}
+    for name in BENCHMARKS:
+        (OUT / f"{name}.json").unlink(missing_ok=True)
+        print(f"\n=== {name} ===", flush=True)
+        t0 = time.perf_counter()
+        done = subprocess.run([PYTHON, str(ROOT / "bench" / f"{name}.py"), *extra], cwd=ROOT, check=False)
+        times[name] = time.perf_counter() - t0
+        if done.returncode != 0:
+            failed.append(name)
+    print_summary()
+    wall = time.perf_counter() - start
+    each = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
+    print(f"\nmake bench: {wall / 60:.1f} min ({each})")
+    if failed:
+        print(f"failed: {', '.join(failed)} (see above)")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str]) -> int:
     if argv and argv[0] == "loadgen":
         return _loadgen_main(argv[1:])
     if argv and argv[0] == "summary":
         print_summary()
         return 0
-    print("usage: common.py loadgen ... | summary", file=sys.stderr)
+    if argv and argv[0] == "all":
+        return run_all(argv[1:])
+    print("usage: common.py loadgen ... | summary | all [--source DIR]", file=sys.stderr)
     return 2
 
 

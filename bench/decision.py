@@ -16,6 +16,8 @@ does real work; limits never bind. One extra cell has 1,000 suppliers of
 which 10 offer the hot skus: the cost of suppliers that are configured but
 are not candidates.
 
+Decisions are made as in the daemon: the router's clock advances 2 ms per
+decision (500 decisions a second) and every outcome is learnt (untimed).
 Prints median and p99 per cell and whether time grows no worse than
 linearly with N (a tenfold N may cost at most 12x; S may not matter).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import random
 import sys
 import time
@@ -32,12 +35,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --source DIR: decide with the router from another source tree (to measure
+# a patch); it must be importable before kamen_router is
+if "--source" in sys.argv[:-1]:
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--source") + 1]).resolve()))
 
-from bench import common  # noqa: E402
-from bench.common import fmt, percentile  # noqa: E402
-from kamen_router.config import Limits, Offer, SupplierConfig  # noqa: E402
-from kamen_router.outcome import Deliverables, Delivered, Failed  # noqa: E402
-from kamen_router.routing import Choice, Router  # noqa: E402
+from bench import common
+from bench.common import fmt, percentile
+from kamen_router.config import Limits, Offer, SupplierConfig
+from kamen_router.outcome import Deliverables, Delivered, Failed
+from kamen_router.routing import Choice, Router
 
 HOT = 64
 COLD_OFFERS = 3
@@ -45,7 +52,9 @@ COLD_OFFERS = 3
 LINEAR_SLACK = 1.2
 
 
-def build(suppliers: int, skus: int, candidates: int | None = None, seed: int = 1) -> tuple[Router, list[str]]:
+def build(
+    suppliers: int, skus: int, candidates: int | None = None, seed: int = 1
+) -> tuple[Router, list[str]]:
     """A router over ``suppliers`` suppliers and ``skus`` skus, with learnt
     state; the hot skus have ``candidates`` candidates (default: all)."""
     rng = random.Random(seed)
@@ -88,8 +97,12 @@ def build(suppliers: int, skus: int, candidates: int | None = None, seed: int = 
     return router, hot
 
 
-def time_decisions(router: Router, hot: list[str], budget_s: float, max_n: int = 20000) -> list[int]:
-    now = 1000.0
+def time_decisions(
+    router: Router, hot: list[str], budget_s: float, step_s: float, max_n: int = 20000
+) -> list[int]:
+    """Decisions as the daemon makes them: the router's clock advances by
+    ``step_s`` per decision, and each outcome is learnt (untimed)."""
+    delivered = Delivered(Deliverables((), "R-1"), None)
     times: list[int] = []
     clock = time.perf_counter_ns
     gc.collect()
@@ -97,6 +110,7 @@ def time_decisions(router: Router, hot: list[str], budget_s: float, max_n: int =
     i = 0
     while (time.perf_counter() < deadline or len(times) < 200) and len(times) < max_n:
         sku = hot[i % len(hot)]
+        now = 1000.0 + i * step_s
         i += 1
         t0 = clock()
         choice = router.choose(sku, now)
@@ -104,6 +118,7 @@ def time_decisions(router: Router, hot: list[str], budget_s: float, max_n: int =
         if not isinstance(choice, Choice):
             raise RuntimeError(f"no choice for {sku}: {choice}")
         router.release(choice.candidate.supplier)
+        router.board.observe(choice.candidate.supplier, sku, delivered, now, latency_s=0.2)
         times.append(t1 - t0)
     return times
 
@@ -113,6 +128,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--budget-s", type=float, default=1.5, help="timing per cell")
     parser.add_argument("--candidates", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--skus", type=int, nargs="*", default=[1000, 100_000])
+    parser.add_argument(
+        "--step-ms", type=float, default=2.0, help="the router's clock advances this much per decision"
+    )
+    parser.add_argument("--source", type=Path, default=None, help="use the router from this source tree")
     args = parser.parse_args(argv)
 
     cells: list[dict[str, Any]] = []
@@ -120,7 +139,7 @@ def main(argv: list[str]) -> int:
     for skus in args.skus:
         for n in args.candidates:
             router, hot = build(n, skus)
-            times = time_decisions(router, hot, args.budget_s)
+            times = time_decisions(router, hot, args.budget_s, args.step_ms / 1000)
             cell = {
                 "candidates": n,
                 "suppliers": n,
@@ -142,8 +161,10 @@ def main(argv: list[str]) -> int:
         "median_us": 0.0,
         "p99_us": 0.0,
     }
-    times = time_decisions(router, hot, args.budget_s)
-    extra.update(decisions=len(times), median_us=percentile(times, 0.5) / 1000, p99_us=percentile(times, 0.99) / 1000)
+    times = time_decisions(router, hot, args.budget_s, args.step_ms / 1000)
+    extra.update(
+        decisions=len(times), median_us=percentile(times, 0.5) / 1000, p99_us=percentile(times, 0.99) / 1000
+    )
     rows.append(_row(extra))
 
     by = {(c["candidates"], c["skus"]): c["median_us"] for c in cells}
@@ -151,7 +172,7 @@ def main(argv: list[str]) -> int:
     growth = []
     for skus in args.skus:
         ns = sorted(n for n, s in by if s == skus)
-        for a, b in zip(ns, ns[1:], strict=False):
+        for a, b in itertools.pairwise(ns):
             factor = by[(b, skus)] / by[(a, skus)]
             allowed = b / a * LINEAR_SLACK
             growth.append(f"{a}->{b} candidates at {skus:,} skus: x{factor:.1f} (linear: x{b / a:g})")

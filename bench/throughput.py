@@ -44,8 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
-from bench.common import fmt, median  # noqa: E402
+from bench import common
+from bench.common import fmt, median
 
 SKU = "card-100"
 SUPPLIERS = ("sup-a", "sup-b", "sup-c")
@@ -178,7 +178,10 @@ async def serve_passthrough(config_path: Path) -> None:
                             status, payload = await order(body)
                         except Exception as exc:
                             status, payload = 500, dumps_json({"error": str(exc)})
-                        headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+                        headers = [
+                            ("content-type", "application/json"),
+                            ("content-length", str(len(payload))),
+                        ]
                         data = conn.send(h11.Response(status_code=status, headers=headers))
                         data += conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage())
                         await stream.send_all(data)
@@ -237,7 +240,9 @@ def measure_round(rnd: int, args: argparse.Namespace) -> dict[str, Any]:
             return merged
 
         phase("warm", orders=args.warmup, concurrency=8)
-        for kind, result in zip(SIDES, phase("c1", orders=args.c1_orders, blocks=args.c1_blocks), strict=True):
+        for kind, result in zip(
+            SIDES, phase("c1", orders=args.c1_orders, blocks=args.c1_blocks), strict=True
+        ):
             out[kind]["c1"] = common.latency_summary(result)
         c32 = phase("c32", orders=args.orders, blocks=2, concurrency=args.concurrency)
         for kind, result in zip(SIDES, c32, strict=True):
@@ -250,7 +255,7 @@ def measure_round(rnd: int, args: argparse.Namespace) -> dict[str, Any]:
         for kind, result in zip(SIDES, opened, strict=True):
             out[kind]["open"] = common.latency_summary(result)
             out[kind]["peak_rss_mb"] = servers[kind].peak_rss_mb()
-        out["open_rate"] = rate  # type: ignore[assignment]
+        out["open_rate"] = rate
         return out
     finally:
         for server in servers.values():
@@ -360,7 +365,8 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(
         f"CPU s/1000 orders: kamen-router {fmt(k['cpu_s_per_1000'], 3)}, pass-through"
-        f" {fmt(p['cpu_s_per_1000'], 3)}; peak RSS MB: {fmt(k['peak_rss_mb'], 0)} vs {fmt(p['peak_rss_mb'], 0)}"
+        f" {fmt(p['cpu_s_per_1000'], 3)}; peak RSS MB: {fmt(k['peak_rss_mb'], 0)}"
+        f" vs {fmt(p['peak_rss_mb'], 0)}"
     )
     print(
         f"ratios (median of rounds): C=32 throughput {fmt(r['c32_throughput'])}x (target >= 0.8),"

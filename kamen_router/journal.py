@@ -24,11 +24,12 @@ changes it while the write waits for its group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -193,48 +194,84 @@ def _attempt_row(order_id: str, a: Attempt) -> tuple[Any, ...]:
     )
 
 
-# rows are plain tuples in the column order of _ORDER_COLUMNS and
-# _ATTEMPT_COLUMNS (faster than sqlite3.Row when a start reads 100,000)
+# Rows are plain tuples in the column order of _ORDER_COLUMNS and
+# _ATTEMPT_COLUMNS, and enum members come from dicts rather than by calling
+# the enum: a start reads every open order, 100,000 of them at times.
+_STATES = {s.value: s for s in State}
+_ATTEMPT_STATES = {s.value: s for s in AttemptState}
+_KINDS = {k.value: k for k in Kind}
+
+
+def _decimal(text: str, _seen: dict[str, Decimal] = {}) -> Decimal:  # noqa: B006
+    # a journal holds few distinct prices: parse each once (Decimals are immutable)
+    value = _seen.get(text)
+    if value is None:
+        value = Decimal(text)
+        if len(_seen) < 10_000:
+            _seen[text] = value
+    return value
+
+
+# _attempt_from builds Attempts positionally (a third cheaper than by
+# keyword); a change to Attempt's fields must show here, not as swapped values
+_ATTEMPT_FIELDS = (
+    "key",
+    "seq",
+    "supplier",
+    "product_id",
+    "unit_price",
+    "state",
+    "started_at",
+    "updated_at",
+    "outcome",
+    "reason",
+    "detail",
+    "latency_ms",
+    "supplier_ref",
+)
+if tuple(f.name for f in attrs.fields(Attempt)) != _ATTEMPT_FIELDS:
+    raise ImportError("orders.Attempt changed its fields: update journal._attempt_from")
 
 
 def _attempt_from(a: tuple[Any, ...]) -> Attempt:
     return Attempt(
-        key=a[0],
-        seq=a[2],
-        supplier=a[3],
-        product_id=a[4],
-        unit_price=Decimal(a[5]),
-        state=AttemptState(a[6]),
-        outcome=None if a[7] is None else Kind(a[7]),
-        reason=a[8],
-        detail=a[9],
-        latency_ms=a[10],
-        supplier_ref=a[11],
-        started_at=a[12],
-        updated_at=a[13],
+        a[0],
+        a[2],
+        a[3],
+        a[4],
+        _decimal(a[5]),
+        _ATTEMPT_STATES[a[6]],
+        a[12],
+        a[13],
+        None if a[7] is None else _KINDS[a[7]],
+        a[8],
+        a[9],
+        a[10],
+        a[11],
     )
 
 
-def _order_from(
-    row: tuple[Any, ...], attempts: Iterable[tuple[Any, ...]], cipher: FieldCipher | None
-) -> Order:
+def _order_from(row: tuple[Any, ...], attempts: list[tuple[Any, ...]], cipher: FieldCipher | None) -> Order:
     order_id = row[0]
     request = _open(cipher, row[1], order_id, "request")
     deliverables = _open(cipher, row[8], order_id, "deliverables")
     assert request is not None
     return Order(
         request=OrderRequest.from_identity(json.loads(request)),
-        state=State(row[2]),
+        state=_STATES[row[2]],
         created_at=row[3],
         updated_at=row[4],
         deadline_at=row[5],
         supplier=row[6],
-        unit_price=None if row[7] is None else Decimal(row[7]),
+        unit_price=None if row[7] is None else _decimal(row[7]),
         deliverables=None if deliverables is None else Deliverables.from_json(json.loads(deliverables)),
         error_code=row[9],
         error_message=row[10],
         resolution=None if row[11] is None else json.loads(row[11]),
-        attempts=[_attempt_from(a) for a in sorted(attempts, key=lambda a: a[2])],
+        attempts=[
+            _attempt_from(a)
+            for a in (attempts if len(attempts) < 2 else sorted(attempts, key=lambda a: a[2]))
+        ],
     )
 
 
@@ -261,12 +298,16 @@ def _load_where(
         return []
     by_order: dict[str, list[tuple[Any, ...]]] = {r[0]: [] for r in rows}
     ids = list(by_order)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
         for a in db.execute(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE order_id IN ({marks})", chunk):
             by_order[a[1]].append(a)
     return [_order_from(r, by_order[r[0]], cipher) for r in rows]
+
+
+#: order ids per attempts query (SQLite allows 32,766 parameters)
+_CHUNK = 10_000
 
 
 @attrs.frozen
@@ -456,10 +497,9 @@ class Journal:
         for write in writes:
             by_token.setdefault(write.token, []).append(write)
         for token, mine in by_token.items():
-            try:
+            # (a run that has finished has nobody left to wait for them)
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(_wake, mine)
-            except trio.RunFinishedError:
-                pass  # nobody is left to wait for them
 
     # ---------------------------------------------------------------- reads
 
