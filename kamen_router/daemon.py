@@ -44,6 +44,8 @@ log = logging.getLogger("kamen_router.daemon")
 
 #: how often router.yaml and suppliers.d/ are checked for changes
 POLL_S = 2.0
+#: each supplier's connection pool
+_HTTP_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
 
 @attrs.frozen
@@ -139,7 +141,9 @@ class Daemon:
         self.simulators: dict[str, str] = {}
         self._stop = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._http: httpx.AsyncClient | None = None
+        #: one HTTP client (connection pool) per supplier, closed on exit
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._clients: contextlib.AsyncExitStack | None = None
         self._dispatcher: Dispatcher | None = None
         self._callback_base: str | None = None
         self._reload_lock = trio.Lock()
@@ -220,7 +224,7 @@ class Daemon:
         )
 
     async def _client(self, supplier: SupplierConfig, plugin: type[Plugin]) -> Plugin:
-        assert self._nursery is not None and self._http is not None
+        assert self._nursery is not None and self._clients is not None
         endpoint = supplier.endpoint
         if supplier.simulate is not None:
             if supplier.name not in self.simulators:
@@ -234,7 +238,18 @@ class Daemon:
                 )
             endpoint = self.simulators[supplier.name]
         assert endpoint is not None
-        return plugin(SupplierContext(supplier, endpoint, self._http))
+        http = self._http.get(supplier.name)
+        if http is None:
+            # a pool per supplier: httpcore looks at every pooled connection
+            # on each request (and compares every idle one with all the
+            # others), so a shared pool makes each request pay for every
+            # other supplier's connections; it also keeps one slow supplier
+            # from holding the connections the others need
+            http = await self._clients.enter_async_context(
+                httpx.AsyncClient(trust_env=False, limits=_HTTP_LIMITS)
+            )
+            self._http[supplier.name] = http
+        return plugin(SupplierContext(supplier, endpoint, http))
 
     def _status(self) -> str:
         d = self._dispatcher
@@ -265,12 +280,11 @@ class Daemon:
             cipher = None if j.key_file is None else FieldCipher.from_files(j.key_file, j.old_key_files)
             journal = await open_journal(j.path, cipher)
             self.metrics.watch_journal(journal)
-            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
             async with (
-                httpx.AsyncClient(trust_env=False, limits=limits) as http,
+                contextlib.AsyncExitStack() as clients,
                 trio.open_nursery() as nursery,
             ):
-                self._nursery, self._http = nursery, http
+                self._nursery, self._clients = nursery, clients
                 if self.handle_signals:
                     await nursery.start(self._serve_signals)
                 # listeners first: simulated suppliers whose protocol keeps
