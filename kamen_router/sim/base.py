@@ -98,6 +98,10 @@ class ProtocolSimulator:
         self.simulate = simulate or supplier.simulate or Simulate()
         self.wall_clock = wall_clock
         self.callback_url_on_file: str | None = None
+        #: requests being answered now, and the most at once since the
+        #: last ``GET /ledger`` (which reports it and starts afresh)
+        self.requests_in_flight = 0
+        self.peak_requests = 0
         self.account = SupplierAccount(
             supplier,
             self.simulate,
@@ -165,6 +169,14 @@ class ProtocolSimulator:
     async def __call__(self, request: Request) -> Response:
         if request.path == PATH_LEDGER and request.method == "GET":
             return Response.json(200, self.ledger_reply())
+        self.requests_in_flight += 1
+        self.peak_requests = max(self.peak_requests, self.requests_in_flight)
+        try:
+            return await self._respond(request)
+        finally:
+            self.requests_in_flight -= 1
+
+    async def _respond(self, request: Request) -> Response:
         answer = self.answer(request)
         reply = answer if isinstance(answer, Reply) else Reply(answer)
         # everything above ran without a checkpoint; only the reply is late
@@ -198,7 +210,8 @@ class ProtocolSimulator:
         return self.account.ledger()
 
     def ledger_reply(self) -> LedgerReply:
-        return {"supplier": self.supplier.name, "orders": self.ledger()}
+        peak, self.peak_requests = self.peak_requests, self.requests_in_flight
+        return {"supplier": self.supplier.name, "orders": self.ledger(), "peak_requests": peak}
 
     @property
     def balance(self) -> Decimal:

@@ -125,6 +125,9 @@ class LedgerEntry(TypedDict):
 class LedgerReply(TypedDict):
     supplier: str
     orders: list[LedgerEntry]
+    #: most requests (other than /ledger) it was answering at once since
+    #: the previous /ledger request
+    peak_requests: int
 
 
 @attrs.define(eq=False)

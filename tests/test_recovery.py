@@ -1,0 +1,109 @@
+"""A start with many open orders: every one is reconciled, the supplier is
+not flooded with queries, and new orders go through meanwhile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from conftest import ledger, start_daemon, supplier, write_config
+
+from kamen_router.config import load_config
+from kamen_router.daemon import serve_simulated_supplier
+from kamen_router.plugin import load_plugins
+
+SKU = "mobile-cmcc-100"
+OPEN = 60
+SLOTS = 4
+
+
+async def _peak_requests(base_url: str) -> int:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        reply = await http.get(f"{base_url}/ledger")
+        peak: int = reply.json()["peak_requests"]
+        return peak
+
+
+async def test_recovered_orders_are_queried_a_few_at_a_time(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """60 orders are pending at a supplier when the daemon stops. The next
+    daemon queries them all (they were due at once) but never more than the
+    supplier's ``max_in_flight`` at a time, delivers each exactly once, and
+    takes a new order for another supplier while it does."""
+    with trio.fail_after(60):
+        # the supplier answers every request after 50 ms and keeps each
+        # order processing for 3 s: long enough to outlive the first daemon
+        sim_cfg = load_config(
+            write_config(
+                tmp_path / "sim",
+                {
+                    "slow": supplier(
+                        {SKU: "98.20"},
+                        simulate={"pending_rate": 1.0, "pending_s": 3, "latency_ms": [50, 50]},
+                    )
+                },
+                skus={SKU: {}},
+            )
+        )
+        url = await nursery.start(serve_simulated_supplier, load_plugins(None)["sim"], sim_cfg.suppliers["slow"])
+        limits = {"rate_per_s": 1000, "max_in_flight": SLOTS, "timeout_s": 2}
+        path = write_config(
+            tmp_path / "d",
+            {
+                "slow": supplier({SKU: "98.20"}, endpoint=url, limits={**limits, "max_in_flight": OPEN}),
+                "other": supplier({SKU: "98.90"}),
+            },
+            skus={SKU: {}},
+        )
+        first = await start_daemon(nursery, path)
+
+        async def post(i: int) -> None:
+            reply = await first.post({"order_id": f"r{i}", "sku": SKU, "account": "13800138000", "wait_s": 0})
+            assert reply.status_code == 202, reply.text
+
+        async with trio.open_nursery() as posting:
+            for i in range(OPEN):
+                posting.start_soon(post, i)
+        for _ in range(200):  # every order submitted and answered PENDING
+            states = [(await first.get(f"r{i}")).json()["state"] for i in range(OPEN)]
+            if all(state == "pending" for state in states):
+                break
+            await trio.sleep(0.05)
+        assert all(state == "pending" for state in states), states
+        await first.stop()
+        # the submits overlapped (so the check below can fail)
+        assert await _peak_requests(url) > SLOTS
+
+        # the next daemon allows the supplier SLOTS requests at a time, and
+        # routes new orders to the other supplier (cheaper now), so every
+        # request the slow one sees is a query
+        path = write_config(
+            tmp_path / "d",
+            {
+                "slow": supplier({SKU: "98.20"}, endpoint=url, limits=limits),
+                "other": supplier({SKU: "97.00"}),
+            },
+            skus={SKU: {}},
+        )
+        second = await start_daemon(nursery, path)
+        fresh = await second.order({"order_id": "new-1", "sku": SKU, "account": "13800138000", "wait_s": 10})
+        assert (fresh["state"], fresh["supplier"]) == ("delivered", "other")
+
+        async def settled(i: int, out: dict[str, Any]) -> None:
+            out[f"r{i}"] = (await second.get(f"r{i}", wait_s=30)).json()
+
+        final: dict[str, Any] = {}
+        async with trio.open_nursery() as waiting:
+            for i in range(OPEN):
+                waiting.start_soon(settled, i, final)
+        assert {o["state"] for o in final.values()} == {"delivered"}
+        assert {o["supplier"] for o in final.values()} == {"slow"}
+        peak = await _peak_requests(url)  # (before ledger(): a read starts it afresh)
+        assert peak <= SLOTS, peak
+        taken = await ledger(url)
+        assert sorted(o["merchant_order_no"] for o in taken) == sorted(
+            o["attempts"][0]["attempt_key"] for o in final.values()
+        )
+        assert all(o["submits"] == 1 for o in taken)
+        await second.stop()
