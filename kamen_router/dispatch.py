@@ -20,7 +20,7 @@ from typing import Any
 import tenacity
 import trio
 
-from .config import RouterConfig
+from .config import Limits, RouterConfig
 from .errors import KamenRouterError, SupplierUnreachable
 from .journal import Journal
 from .logs import event
@@ -55,6 +55,8 @@ CALLBACK_RESULTS = (
 )
 #: settled orders kept in memory for fast repeat answers
 RECENT_CAPACITY = 10_000
+#: recovered orders whose tasks start in one scheduler pass
+RECOVERY_BATCH = 500
 #: longest a plugin call may take whatever its own timeout says; beyond it
 #: the reply is treated as UNKNOWN
 HARD_TIMEOUT_FACTOR = 2.0
@@ -140,6 +142,8 @@ class Dispatcher:
         self._by_attempt: dict[str, Order] = {}
         #: attempt key -> event set when a callback settles or advances it
         self._nudges: dict[str, trio.Event] = {}
+        #: supplier -> slots for status queries (see ``_query``)
+        self._query_slots: dict[str, trio.CapacityLimiter] = {}
         self.ready = False
         #: monotonic clock for routing decisions and statistics
         self.clock: Callable[[], float] = trio.current_time
@@ -162,16 +166,29 @@ class Dispatcher:
             for order in recovered:
                 self._open[order.order_id] = order
                 self._index(order)
-                nursery.start_soon(self._drive, order)
             self.metrics.open_orders.set(len(self._open))
             if recovered:
                 log.info("recovered %d open orders from the journal", len(recovered))
+            # every open order is known (a repeat is recognised, a callback
+            # finds its attempt): ready, while the orders' tasks start
             self.ready = True
             for name in self.clients:
                 self._refreshing.add(name)
                 nursery.start_soon(self._refresh, name)
             task_status.started()
+            await self._start_recovered(nursery, recovered)
             await trio.sleep_forever()
+
+    async def _start_recovered(self, nursery: trio.Nursery, recovered: list[Order]) -> None:
+        """Start a task for each recovered order, a batch per scheduler
+        pass: 100,000 tasks started in one pass would hold up everything
+        else (new orders, the readiness report) until each had run its first
+        step. A recovered order settled meanwhile (a callback) still gets
+        its task, which finds nothing left to do."""
+        for start in range(0, len(recovered), RECOVERY_BATCH):
+            for order in recovered[start : start + RECOVERY_BATCH]:
+                nursery.start_soon(self._drive, order)
+            await trio.sleep(0)
 
     @property
     def open_count(self) -> int:
@@ -200,6 +217,9 @@ class Dispatcher:
         self.clients.update(clients)
         self.router.configure(config.suppliers, config.routing.policy, config.routing.scoring)
         self.router.available = {name for name in config.suppliers if name in self.clients}
+        for name, slots in self._query_slots.items():
+            if name in config.suppliers:
+                slots.total_tokens = config.suppliers[name].limits.max_in_flight
         self.metrics.register_suppliers(list(config.suppliers))
         if self._nursery is not None:
             for name in config.suppliers:
@@ -615,6 +635,24 @@ class Dispatcher:
         )
         return outcome, latency * 1000
 
+    async def _query(self, order: Order, attempt: Attempt) -> Outcome:
+        """Ask the supplier what became of ``attempt``, holding one of the
+        supplier's query slots: at most ``limits.max_in_flight`` queries at a
+        time per supplier, apart from its submits. After a restart with many
+        open orders every one is due at once; the slots keep that from
+        flooding the supplier (and the connection pool) while new orders
+        go on being submitted."""
+        slots = self._query_slots.get(attempt.supplier)
+        if slots is None:
+            supplier = self.config.suppliers.get(attempt.supplier)
+            total = Limits().max_in_flight if supplier is None else supplier.limits.max_in_flight
+            slots = self._query_slots[attempt.supplier] = trio.CapacityLimiter(total)
+        async with slots:
+            if not attempt.live:
+                return Unknown("settled while waiting to query")
+            outcome, _latency = await self._call(order, attempt, "query")
+        return outcome
+
     def _index(self, order: Order) -> None:
         for attempt in order.attempts:
             if attempt.live:
@@ -839,7 +877,7 @@ class Dispatcher:
                 else min(delay * schedule.backoff, schedule.max_interval_s)
             )
             queries += 1
-            outcome, _latency = await self._call(order, attempt, "query")
+            outcome = await self._query(order, attempt)
             if not attempt.live:
                 return
             now = self.wall()
