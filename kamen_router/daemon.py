@@ -143,7 +143,7 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         #: one HTTP client (connection pool) per supplier, closed on exit
         self._http: dict[str, httpx.AsyncClient] = {}
-        self._clients: contextlib.AsyncExitStack | None = None
+        self._pools: contextlib.AsyncExitStack | None = None
         self._dispatcher: Dispatcher | None = None
         self._callback_base: str | None = None
         self._reload_lock = trio.Lock()
@@ -224,7 +224,7 @@ class Daemon:
         )
 
     async def _client(self, supplier: SupplierConfig, plugin: type[Plugin]) -> Plugin:
-        assert self._nursery is not None and self._clients is not None
+        assert self._nursery is not None and self._pools is not None
         endpoint = supplier.endpoint
         if supplier.simulate is not None:
             if supplier.name not in self.simulators:
@@ -245,7 +245,7 @@ class Daemon:
             # others), so a shared pool makes each request pay for every
             # other supplier's connections; it also keeps one slow supplier
             # from holding the connections the others need
-            http = await self._clients.enter_async_context(
+            http = await self._pools.enter_async_context(
                 httpx.AsyncClient(trust_env=False, limits=_HTTP_LIMITS)
             )
             self._http[supplier.name] = http
@@ -281,10 +281,10 @@ class Daemon:
             journal = await open_journal(j.path, cipher)
             self.metrics.watch_journal(journal)
             async with (
-                contextlib.AsyncExitStack() as clients,
+                contextlib.AsyncExitStack() as pools,
                 trio.open_nursery() as nursery,
             ):
-                self._nursery, self._clients = nursery, clients
+                self._nursery, self._pools = nursery, pools
                 if self.handle_signals:
                     await nursery.start(self._serve_signals)
                 # listeners first: simulated suppliers whose protocol keeps
