@@ -174,7 +174,7 @@ class OrderApi:
     async def post_order(self, request: Request) -> Response:
         order_request, wait_s = parse_order(request.json(), self.config)
         try:
-            order, _created = await self.dispatcher.submit(order_request)
+            order, _created = await self.dispatcher.submit(order_request, route_now=wait_s > 0)
         except OrderConflict as exc:
             reply = exc.existing.to_json()
             reply["error"] = {"code": "conflict", "message": "this order_id exists with a different body"}

@@ -371,10 +371,16 @@ class Dispatcher:
                 self._recent.move_to_end(order_id)
         return order
 
-    async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
+    async def submit(self, request: OrderRequest, *, route_now: bool = False) -> tuple[Order, bool]:
         """Take an order in. Returns (order, created). The same id with the
         same body returns the existing order; with another body raises
-        ``OrderConflict``."""
+        ``OrderConflict``.
+
+        With ``route_now`` (the caller waits for the outcome, so nobody sees
+        the order in ``received``) a supplier is chosen before the intake
+        commit when one is free, and the order and its first attempt share
+        that commit: the attempt is still on disk before its request leaves,
+        one commit sooner."""
         if self.draining:
             raise ShuttingDown("the daemon is shutting down")
         if not self.ready or self._nursery is None:
@@ -382,13 +388,16 @@ class Dispatcher:
         while (pending := self._intake.get(request.order_id)) is not None:
             await pending.wait()  # a concurrent POST of the same id is being journaled
         existing = self._cached(request.order_id)
-        if existing is None:
+        if existing is None and len(self._open) >= self.config.orders.max_open:
+            # a stored order is answered with itself even when no new order
+            # may come in; otherwise the journal is not read up front: the
+            # intake commit finds a stored order (INSERT OR IGNORE) anyway
             existing = await self.journal.load(request.order_id)
             if existing is not None:
                 self._remember(existing)
-        if existing is None and (pending := self._intake.get(request.order_id)) is not None:
-            await pending.wait()
-            existing = self._cached(request.order_id)
+            elif (pending := self._intake.get(request.order_id)) is not None:
+                await pending.wait()
+                existing = self._cached(request.order_id)
         if existing is not None:
             if existing.request.identity() != request.identity():
                 raise OrderConflict(existing)
@@ -396,22 +405,47 @@ class Dispatcher:
         if len(self._open) >= self.config.orders.max_open:
             raise Overloaded(f"{len(self._open)} orders are open")
         order = Order.receive(request, self.wall())
+        first = self._first_attempt(order) if route_now else None
         done = self._intake[request.order_id] = trio.Event()
         try:
             stored = await self.journal.create(order)
+        except BaseException:
+            if first is not None:
+                self.router.release(first[0].candidate.supplier)
+            raise
         finally:
             del self._intake[request.order_id]
             done.set()
-        if stored is not None:  # lost a race with another intake path
+        if stored is not None:  # the id is in the journal already
+            if first is not None:
+                self.router.release(first[0].candidate.supplier)
             self._remember(stored)
             if stored.request.identity() != request.identity():
                 raise OrderConflict(stored)
             return stored, False
         self._open[order.order_id] = order
+        if first is not None:
+            self._index(order)
         self.metrics.orders_received.inc()
         self.metrics.open_orders.set(len(self._open))
-        self._nursery.start_soon(self._drive, order)
+        self._nursery.start_soon(self._drive, order, first)
         return order, True
+
+    def _first_attempt(self, order: Order) -> tuple[Choice, Attempt] | None:
+        """Start a new order's first attempt at once, when a supplier can take
+        it now (its limits taken); None leaves the routing to the order's task."""
+        choice = self._pick(order, self.clock())
+        if not isinstance(choice, Choice):
+            return None
+        best = choice.candidate
+        try:
+            attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+        except TransitionError:
+            # refused before anything changed: the order's task meets it
+            # again and hands the order to a human, as for any order
+            self.router.release(best.supplier)
+            return None
+        return choice, attempt
 
     async def get(self, order_id: str) -> Order | None:
         order = self._cached(order_id)
@@ -454,10 +488,12 @@ class Dispatcher:
 
     # --------------------------------------------------------------- driving
 
-    async def _drive(self, order: Order) -> None:
+    async def _drive(self, order: Order, first: tuple[Choice, Attempt] | None = None) -> None:
         try:
-            live = order.live_attempt
-            if live is not None:
+            if first is not None:
+                # started at intake and journaled with the order: submit it
+                await self._run_attempt(order, *first)
+            elif (live := order.live_attempt) is not None:
                 # recovered with an attempt that may have been taken:
                 # reconcile it by query before anything else
                 await self._follow(order, live)
@@ -514,12 +550,18 @@ class Dispatcher:
                 order.fail("no_supplier", f"no supplier can take this order ({why})", now)
             await self._save(order)
             return
+        await self._run_attempt(order, choice)
+
+    async def _run_attempt(self, order: Order, choice: Choice, attempt: Attempt | None = None) -> None:
+        """Submit an attempt at the chosen supplier (whose limits are taken)
+        and follow it until it ends; ``attempt`` is one already journaled."""
         best = choice.candidate
         try:
-            attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
-            self._index(order)
-            # the attempt, with its key, is on disk before the request leaves
-            await self._save(order)
+            if attempt is None:
+                attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+                self._index(order)
+                # the attempt, with its key, is on disk before the request leaves
+                await self._save(order)
             await self._submit_attempt(order, attempt, holding_slot=True)
         finally:
             self.router.release(best.supplier)
@@ -530,22 +572,24 @@ class Dispatcher:
         """A supplier with its limits taken, or the ranking that says why
         nobody can take the order, or None if every candidate stayed at its
         limits until the order's deadline."""
-        r = order.request
         while True:
             now = self.clock()
-            choice = self.router.choose(
-                r.sku, now, max_price=r.max_price, tried=order.tried(), quantity=r.quantity
-            )
-            if isinstance(choice, Choice):
-                if choice.why != "best":
-                    log.debug("order %s: %s -> %s", order.order_id, choice.why, choice.candidate.supplier)
-                return choice
-            if not choice.candidates:
+            choice = self._pick(order, now)
+            if isinstance(choice, Choice) or not choice.candidates:
                 return choice
             # every candidate is at its rate or in-flight limit: wait briefly
             if self.wall() >= order.deadline_at:
                 return None
             await trio.sleep(min(self.router.wait_hint(choice, now), 0.05))
+
+    def _pick(self, order: Order, now: float) -> Choice | Ranking:
+        r = order.request
+        choice = self.router.choose(
+            r.sku, now, max_price=r.max_price, tried=order.tried(), quantity=r.quantity
+        )
+        if isinstance(choice, Choice) and choice.why != "best":
+            log.debug("order %s: %s -> %s", order.order_id, choice.why, choice.candidate.supplier)
+        return choice
 
     def _request(self, order: Order, attempt: Attempt) -> SubmitRequest:
         r = order.request
