@@ -516,7 +516,7 @@ class Dispatcher:
                     self._by_attempt.pop(attempt.key, None)
                     self._nudges.pop(attempt.key, None)
                 self._remember(order)
-                self.metrics.orders.labels(state=order.state.value).inc()
+                self.metrics.child(self.metrics.orders, order.state.value).inc()
                 self.metrics.open_orders.set(len(self._open))
             event = self._changed.pop(order.order_id, None)
             if event is not None:
@@ -621,26 +621,45 @@ class Dispatcher:
             else 10.0
         )
         method = plugin.submit if operation == "submit" else plugin.query
-        in_flight = self.metrics.in_flight.labels(supplier=attempt.supplier)
-        start = time.perf_counter()
+        metrics = self.metrics
+        in_flight = metrics.child(metrics.in_flight, attempt.supplier)
+        # the bound is per try: back-off between unsent tries must not turn
+        # "never sent" into "no reply in time"
+        bound = timeout * HARD_TIMEOUT_FACTOR + 1
+        latency = 0.0
+
+        async def once() -> Outcome:
+            nonlocal latency
+            with trio.fail_after(bound):
+                in_flight.inc()
+                start = time.perf_counter()
+                try:
+                    return await method(request)
+                finally:
+                    latency = time.perf_counter() - start
+                    in_flight.dec()
+
         outcome: Outcome
         try:
-            async for try_ in tenacity.AsyncRetrying(
-                retry=tenacity.retry_if_exception_type(SupplierUnreachable),
-                stop=tenacity.stop_after_attempt(routing.submit_retries),
-                wait=tenacity.wait_exponential(multiplier=routing.retry_backoff_s, max=10),
-                sleep=trio.sleep,
-                reraise=True,
-            ):
-                # the bound is per try: back-off between unsent tries must not
-                # turn "never sent" into "no reply in time"
-                with try_, trio.fail_after(timeout * HARD_TIMEOUT_FACTOR + 1):
-                    start = time.perf_counter()
-                    in_flight.inc()
-                    try:
-                        outcome = await method(request)
-                    finally:
-                        in_flight.dec()
+            try:
+                outcome = await once()
+            except SupplierUnreachable:
+                # nothing was sent: try again after a back-off. The first
+                # try goes without tenacity's machinery, which nearly every
+                # call would pay for and only this one uses; the rest carry
+                # on its exponential back-off (backoff, then 2x, 4x, ...).
+                if routing.submit_retries < 2:
+                    raise
+                await trio.sleep(min(routing.retry_backoff_s, 10))
+                async for try_ in tenacity.AsyncRetrying(
+                    retry=tenacity.retry_if_exception_type(SupplierUnreachable),
+                    stop=tenacity.stop_after_attempt(routing.submit_retries - 1),
+                    wait=tenacity.wait_exponential(multiplier=routing.retry_backoff_s * 2, max=10),
+                    sleep=trio.sleep,
+                    reraise=True,
+                ):
+                    with try_:
+                        outcome = await once()
         except SupplierUnreachable as exc:
             outcome = Rejected(RejectReason.UNREACHABLE, str(exc))
         except trio.TooSlowError:
@@ -648,7 +667,6 @@ class Dispatcher:
         except Exception as exc:
             # the request may have reached the supplier: never guess
             outcome = Unknown(f"{exc.__class__.__name__}")
-        latency = time.perf_counter() - start
         # a query that cannot say what became of the attempt teaches nothing
         # new: the submit already counted the trouble, and a stuck attempt
         # queried a hundred times must not count as a hundred failures
@@ -661,10 +679,8 @@ class Dispatcher:
                 latency_s=latency,
                 cost=attempt.unit_price * order.request.quantity,
             )
-        self.metrics.supplier_latency.labels(supplier=attempt.supplier, operation=operation).observe(latency)
-        self.metrics.attempts.labels(
-            supplier=attempt.supplier, operation=operation, outcome=outcome.kind.value
-        ).inc()
+        metrics.child(metrics.supplier_latency, attempt.supplier, operation).observe(latency)
+        metrics.child(metrics.attempts, attempt.supplier, operation, outcome.kind.value).inc()
         event(
             log,
             operation,

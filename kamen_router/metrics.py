@@ -108,6 +108,18 @@ class Metrics:
             "kamen_router_build_info", "Always 1; the version in a label", ["version"], registry=r
         )
         self.build.labels(version=__version__).set(1)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: ``labels`` checks and locks on
+        every call, and the order path touches several series per order.
+        (Label values are bounded by configuration, and no series is ever
+        removed, so a kept child stays the live one.)"""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def reload_succeeded(self) -> None:
         self.reload_ok.set(1)
