@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -36,9 +37,13 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
 
+#: characters that make a logfmt value need quotes
+_NEEDS_QUOTES = re.compile(r'[ ="\\\n\t]')
+
+
 def _logfmt_value(value: Any) -> str:
     text = "null" if value is None else str(value)
-    if text == "" or any(c in text for c in ' ="\\\n\t'):
+    if text == "" or _NEEDS_QUOTES.search(text):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
 
@@ -94,10 +99,13 @@ class SecretFilter(logging.Filter):
         message = record.getMessage()
         scrubbed = self._scrub(message)
         fields = _fields(record)
-        clean_fields = {k: self._scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
-        if scrubbed != message or clean_fields != fields:
+        # fields are rebuilt only when one of them holds a secret
+        if any(isinstance(v, str) and self._scrub(v) != v for v in fields.values()):
+            fields = {k: self._scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
             record.msg, record.args = scrubbed, None
-            setattr(record, _FIELDS, clean_fields)
+            setattr(record, _FIELDS, fields)
+        elif scrubbed != message:
+            record.msg, record.args = scrubbed, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             if self._scrub(text) != text:
