@@ -2,9 +2,10 @@
 """Routing decision time against the number of candidates and of skus.
 
 One decision is what the dispatcher does for every attempt:
-``Router.choose(sku, now, ...)`` (rank every supplier offering the sku,
-pick the best or a near-tie, take its limits), timed alone with
-``perf_counter_ns``, then ``release``. Pure code, no I/O, in this process.
+``Router.choose(sku, now, ...)`` (find the best candidate for the sku, or a
+near-tie, and take its limits; it scores the offers near the top of the
+ranking, not all of them), timed alone with ``perf_counter_ns``, then
+``release``. Pure code, no I/O, in this process.
 
 The catalogue: S skus (1,000 or 100,000) over N suppliers (10, 100 or
 1,000). Decisions are for 64 "hot" skus that every supplier offers, so

@@ -18,24 +18,47 @@ failover shows its health whenever it is needed. A RATE_LIMITED pause is a
 limit like the token bucket: the supplier stays a candidate to wait for.
 Every candidate carries the terms that placed it and every excluded
 supplier the reason, so a decision can always be explained.
+
+Two ways in. ``Router.rank`` is the full, explained ranking (``GET
+/v1/route``, ``kamen-router explain``): every supplier offering the sku,
+scored, with its terms or the reason it is out. ``Router.choose`` runs on
+every attempt and makes the same pick that choosing from that ranking would
+(``Router._choose_ranked``: same supplier, reason and random draws) while
+scoring only the few candidates the pick depends on. It rests on one bound:
+no score is below the offer's price, and no price below the offer's base
+price (the catalog's, else the configured one). Each sku keeps its enabled
+offers sorted by base price (``Router._index``); a decision walks them
+cheapest first, checks each for exclusion and scores it exactly at ``now``,
+and stops where the base price passes what the pick still needs to know
+(``_Walk``). No score, health, pause, balance or limit is cached, so there
+is nothing that can go stale with time or with an outcome; the kept order
+changes only with the configuration or a catalog price, and is rebuilt then
+(``Scoreboard.epoch``). The explained ranking of a choice is built when
+first read (``Choice.ranking``).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import heapq
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
 from .money import format_money
-from .scoring import Health, Scoreboard, ScoringConfig
+from .scoring import Health, OfferState, Scoreboard, ScoringConfig, SupplierState
 
 if TYPE_CHECKING:
-    from .config import SupplierConfig
+    from .config import Offer, SupplierConfig
+
+# Every read of an enum member goes through a descriptor; the fast path
+# reads health for many offers per decision, so it uses these names.
+_HEALTHY, _EJECTED, _PROBING = Health.HEALTHY, Health.EJECTED, Health.PROBING
 
 
 class Excluded(enum.StrEnum):
@@ -190,14 +213,166 @@ class Limiter:
 
 @attrs.frozen
 class Choice:
+    """A supplier chosen for one order, its limits taken."""
+
     candidate: Candidate
     #: why this one and not the best: "best", "tie", "explore", "overflow", "panic"
     why: str
-    ranking: Ranking
+    #: the ranking, or how to build it: the fast path finds its pick without
+    #: ranking every candidate, so the explanation is built only if read
+    _ranking: Ranking | Callable[[], Ranking] = attrs.field(alias="ranking", eq=False, repr=False)
+
+    @property
+    def ranking(self) -> Ranking:
+        """The explained ranking of the order's sku at the decision's
+        ``now``. Unless the choice needed the full ranking anyway (panic),
+        it is built when first read, from the state as it is then: the
+        chosen supplier's submit token and in-flight slot already taken,
+        its probe (if it is one) marked as out."""
+        ranking = self._ranking
+        if not isinstance(ranking, Ranking):
+            ranking = ranking()
+            object.__setattr__(self, "_ranking", ranking)
+        return ranking
+
+
+class _Offer:
+    """One enabled supplier's offer of a sku, as the sku's index holds it:
+    its base price (``key``) and the state objects its score is read from."""
+
+    __slots__ = ("base", "key", "name", "off", "offer", "sup")
+
+    def __init__(self, name: str, offer: Offer, sup: SupplierState, off: OfferState) -> None:
+        self.name = name
+        self.offer = offer
+        self.sup = sup
+        self.off = off
+        self.base = Scoreboard.base_price_of(off, offer.price)
+        #: no score of this offer is below this until ``Scoreboard.epoch``
+        #: moves (see ``Router.choose``)
+        self.key = float(self.base)
+
+
+class _SkuIndex:
+    """The enabled offers of one sku, cheapest base price first, and the
+    scoreboard (and its ``epoch``) they were read from."""
+
+    __slots__ = ("board", "epoch", "offers")
+
+    def __init__(self, offers: list[_Offer], board: Scoreboard) -> None:
+        self.offers = offers
+        self.board = board
+        self.epoch = board.epoch
+
+
+class _Scored(NamedTuple):
+    """A candidate of the fast path, ordered as ``rank`` orders candidates:
+    by score, then price, then name (names are unique, so the rest never
+    takes part in a comparison)."""
+
+    score: float
+    price: Decimal
+    name: str
+    offer: _Offer
+    health: Health
+    source: str
+    success: float
+    latency: float
+
+
+class _Walk:
+    """The candidates of one decision in ``rank``'s order, scored only as
+    far as that order has to be known.
+
+    Offers are visited cheapest base price first; a visited offer that is a
+    candidate is scored exactly at ``now`` and waits in ``pending`` (a heap).
+    Since no score is below its offer's base price, once the next offer's
+    base price is above the best pending score, nothing unvisited can come
+    before that one."""
+
+    __slots__ = ("board", "i", "max_price", "now", "offers", "pending", "quantity", "router", "tried")
+
+    def __init__(
+        self,
+        router: Router,
+        offers: list[_Offer],
+        now: float,
+        max_price: Decimal | None,
+        tried: Collection[str],
+        quantity: int,
+    ) -> None:
+        self.router = router
+        self.board = router.board
+        self.offers = offers
+        self.now = now
+        self.max_price = max_price
+        self.tried = tried
+        self.quantity = quantity
+        self.i = 0
+        self.pending: list[_Scored] = []
+
+    def visit_to(self, bound: float) -> None:
+        """Visit every offer whose base price is at most ``bound``: every
+        candidate that scores at most ``bound`` is then in ``pending``."""
+        offers, i, n = self.offers, self.i, len(self.offers)
+        while i < n and offers[i].key <= bound:
+            self._visit(offers[i])
+            i += 1
+        self.i = i
+
+    def pop(self) -> _Scored | None:
+        """The next candidate in rank order (None: no more)."""
+        offers, pending, i, n = self.offers, self.pending, self.i, len(self.offers)
+        while i < n and (not pending or offers[i].key <= pending[0].score):
+            self._visit(offers[i])
+            i += 1
+        self.i = i
+        return heapq.heappop(pending) if pending else None
+
+    def _visit(self, offer: _Offer) -> None:
+        # the exclusions of ``rank``, less their reasons
+        name, sup, off, now, board = offer.name, offer.sup, offer.off, self.now, self.board
+        available = self.router.available
+        if (available is not None and name not in available) or name in self.tried:
+            return
+        price, source = board.price_of(off, offer.offer.price, now)
+        if self.max_price is not None and price > self.max_price:
+            return
+        if off.out_until > now or sup.drained_need is not None:
+            return
+        if sup.balance is not None and sup.balance < price * self.quantity:
+            return
+        health = board.health_of(sup, off, now)[0]
+        if health is _EJECTED or (health is _PROBING and _probe_busy(sup, off)):
+            return
+        p = board.success_of(sup, off, now)
+        latency = board.latency_of(sup, off)
+        # float(Decimal) is slow; the base price's float is the key
+        price_f = offer.key if price == offer.base else float(price)
+        score = self.router._terms(p, latency, price_f)[2]
+        heapq.heappush(self.pending, _Scored(score, price, name, offer, health, source, p, latency))
+
+
+@functools.lru_cache(maxsize=8)
+def _decimal(share: float) -> Decimal:
+    """``Decimal(share)``, which is slow to build, for the few shares of a
+    policy."""
+    return Decimal(share)
+
+
+def _probe_busy(sup: SupplierState, off: OfferState) -> bool:
+    """A probe of the supplier or of the offer is out: nothing else goes
+    until its answer."""
+    s, o = sup.stats.ejection, off.stats.ejection
+    return (s.probing and s.probe_in_flight) or (o.probing and o.probe_in_flight)
 
 
 class Router:
-    """Ranks and chooses suppliers, learns from outcomes, enforces limits."""
+    """Ranks and chooses suppliers, learns from outcomes, enforces limits.
+
+    ``rank`` scores every supplier that offers the sku; ``choose`` gives
+    the same pick as choosing from that ranking would, but scores only the
+    candidates the pick depends on (see ``choose``)."""
 
     def __init__(
         self,
@@ -213,6 +388,13 @@ class Router:
         self.limiters: dict[str, Limiter] = {}
         self.suppliers: Mapping[str, SupplierConfig] = {}
         self.available: Collection[str] | None = None
+        #: sku -> the suppliers that offer it, in configuration order, as
+        #: of the ``suppliers`` mapping in ``_offered_for`` (see ``_offering``)
+        self._offered_by: dict[str, list[SupplierConfig]] = {}
+        self._offered_for: Mapping[str, SupplierConfig] | None = None
+        #: sku -> its offers in base-price order for ``choose``, built when
+        #: first needed (see ``_index``)
+        self._indexes: dict[str, _SkuIndex] = {}
         self.configure(suppliers)
 
     def configure(
@@ -234,6 +416,23 @@ class Router:
             else:
                 limiter.rate_per_s = sup.limits.rate_per_s
                 limiter.max_in_flight = sup.limits.max_in_flight
+        # start over (a reload may also have reset catalog prices), and now
+        # rather than in the next decision
+        self._offered_for = None
+        self._offering("")
+
+    def _offering(self, sku: str) -> list[SupplierConfig]:
+        """The configured suppliers that offer ``sku``, enabled or not. A
+        new ``suppliers`` mapping (``configure``) drops every sku's index."""
+        if self._offered_for is not self.suppliers:
+            offered_by: dict[str, list[SupplierConfig]] = {}
+            for sup in self.suppliers.values():
+                for offered in sup.offers:
+                    offered_by.setdefault(offered, []).append(sup)
+            self._offered_by = offered_by
+            self._offered_for = self.suppliers
+            self._indexes.clear()
+        return self._offered_by.get(sku, [])
 
     # ------------------------------------------------------------- ranking
 
@@ -253,13 +452,11 @@ class Router:
         candidates: list[Candidate] = []
         excluded: list[Exclusion] = []
         ejected: list[Candidate] = []
-        for sup in self.suppliers.values():
-            offer = sup.offers.get(sku)
-            if offer is None:
-                continue
+        for sup in self._offering(sku):
+            offer = sup.offers[sku]
             off_state = board.offer(sup.name, sku)
             sup_state = board.supplier(sup.name)
-            price, source = board.price(sup.name, sku, offer.price, now)
+            price, source = board.price_of(off_state, offer.price, now)
             reason: Excluded | None = None
             detail = ""
             if not sup.enabled:
@@ -284,12 +481,22 @@ class Router:
                 continue
             # a RATE_LIMITED pause is a limit like the others: the supplier
             # stays a candidate that the order may wait for
-            health, scope = board.health(sup.name, sku, now)
-            candidate = self._candidate(sup, sku, offer.product_id, price, offer.price, health, now, source)
+            health, scope = board.health_of(sup_state, off_state, now)
+            candidate = self._candidate(
+                sup.name,
+                offer,
+                price,
+                source,
+                health,
+                board.success_of(sup_state, off_state, now),
+                board.latency_of(sup_state, off_state),
+                sup_state,
+                now,
+            )
             if health is Health.EJECTED:
                 excluded.append(Exclusion(sup.name, Excluded.EJECTED, f"{scope} ejected"))
                 ejected.append(candidate)
-            elif health is Health.PROBING and self._probe_busy(sup.name, sku):
+            elif health is Health.PROBING and _probe_busy(sup_state, off_state):
                 excluded.append(Exclusion(sup.name, Excluded.PROBE_IN_FLIGHT, f"{scope} probing"))
             else:
                 candidates.append(candidate)
@@ -301,45 +508,46 @@ class Router:
         excluded.sort(key=lambda e: e.supplier)
         return Ranking(sku, tuple(candidates), tuple(excluded), panic)
 
-    def _probe_busy(self, supplier: str, sku: str) -> bool:
-        sup = self.board.supplier(supplier).stats.ejection
-        off = self.board.offer(supplier, sku).stats.ejection
-        return (sup.probing and sup.probe_in_flight) or (off.probing and off.probe_in_flight)
+    def _terms(self, p: float, latency: float, price: float) -> tuple[float, float, float]:
+        """The failure and latency terms of a score, and the score: the one
+        place both ``rank`` and ``choose`` compute them, so they agree to
+        the last bit."""
+        policy = self.policy
+        failure_term = policy.failure_cost * (1 - p) / p
+        latency_term = policy.latency_cost_per_s * latency / p
+        return failure_term, latency_term, price * (1 + failure_term + latency_term)
 
     def _candidate(
         self,
-        sup: SupplierConfig,
-        sku: str,
-        product_id: str,
+        name: str,
+        offer: Offer,
         price: Decimal,
-        configured: Decimal,
+        source: str,
         health: Health,
+        p: float,
+        latency: float,
+        sup_state: SupplierState,
         now: float,
-        source: str = "config",
     ) -> Candidate:
-        policy = self.policy
-        p = self.board.success(sup.name, sku, now)
-        latency = self.board.latency(sup.name, sku)
-        failure_term = policy.failure_cost * (1 - p) / p
-        latency_term = policy.latency_cost_per_s * latency / p
-        limiter = self.limiters[sup.name]
+        failure_term, latency_term, score = self._terms(p, latency, float(price))
+        limiter = self.limiters[name]
         return Candidate(
-            supplier=sup.name,
-            product_id=product_id,
+            supplier=name,
+            product_id=offer.product_id,
             unit_price=price,
-            configured_price=configured,
+            configured_price=offer.price,
             success=p,
             latency_s=latency,
             failure_term=failure_term,
             latency_term=latency_term,
-            score=float(price) * (1 + failure_term + latency_term),
+            score=score,
             health=health,
             in_flight=limiter.in_flight,
             max_in_flight=limiter.max_in_flight,
             tokens=limiter.refill(now),
-            balance=self.board.supplier(sup.name).balance,
+            balance=sup_state.balance,
             price_source=source,
-            paused_s=max(0.0, self.board.supplier(sup.name).paused_until - now),
+            paused_s=max(0.0, sup_state.paused_until - now),
         )
 
     # -------------------------------------------------------------- choice
@@ -357,8 +565,120 @@ class Router:
         in-flight slot; give the slot back with ``release``). Returns the
         ``Ranking`` instead when nobody can take the order now: empty
         candidates mean nobody can take it at all, otherwise all are at
-        their limits and the caller may wait (``wait_hint``)."""
-        ranking = self.rank(sku, now, max_price=max_price, tried=tried, quantity=quantity)
+        their limits and the caller may wait (``wait_hint``).
+
+        The pick is the one ``rank`` followed by ``_choose_ranked`` makes
+        (the same supplier, reason and random draws), without scoring every
+        candidate. A pick depends only on the best candidate, those within
+        the tie band of its score, the cheaper ones (for exploration) and,
+        when those are at their limits, the next ones in order. No score is
+        below its offer's price (every term of it is at least zero and the
+        success estimate at most one), and no price below the offer's base
+        price (the catalog's, else the configured one; a charged raise only
+        adds). So offers are visited cheapest base price first and scored
+        exactly at ``now``, as ``rank`` scores them, until the base price
+        passes what the pick needs (``_Walk``); the rest cannot matter.
+
+        Nothing time-dependent is cached: health, pauses, stock, balance,
+        limits and scores are all read at ``now``. (Scores kept for a short
+        while would save a little more, but success estimates decay with
+        time and move with every outcome, so a kept score drifts from the
+        one ``rank`` shows, and a pick at the edge of the tie band or of a
+        rival's score could then differ.) Only the sku's offers in
+        base-price order are kept (``_index``), and they change only with
+        the configuration (``configure``) or a catalog price
+        (``Scoreboard.epoch``). Panic, and a negative weight or latency that
+        would break the bound, take the full ranking."""
+        walk = self._walk(sku, now, max_price, tried, quantity)
+        best = None if walk is None else walk.pop()
+        if walk is None or best is None:
+            # nobody to pick, or nobody but ejected suppliers (panic): the
+            # answer is the full ranking anyway
+            return self._choose_ranked(
+                self.rank(sku, now, max_price=max_price, tried=tried, quantity=quantity), now
+            )
+        policy = self.policy
+        band = policy.tie_band
+        prior = self.board.config.prior_success
+        slack = policy.failure_cost * (1 - prior) / prior
+        ceiling = best.score * (1 + band + slack)
+        price_band = best.price * _decimal(band)
+        # A tie scores at most ``ceiling`` and asks at most the best's price
+        # plus the band, so its base price is at most the lesser of the two;
+        # a cheaper candidate's is below the best's price, which is below
+        # both. Once every offer up to that bound is visited, all of them
+        # are pending. (The bound is widened a hair so that float rounding
+        # can only make it visit more.)
+        walk.visit_to(min(ceiling, float(best.price + price_band) * (1 + 1e-9)))
+        near = [
+            c
+            for c in walk.pending
+            if abs(c.price - best.price) <= price_band and c.score <= ceiling and c.health is best.health
+        ]
+        ties = [best, *sorted(near)]
+        pick, why = best, "best"
+        if len(ties) > 1:
+            pick = self.rng.choice(ties)
+            why = "tie" if pick is not best else why
+        elif self.rng.random() < policy.explore_share:
+            cheaper = [c for c in walk.pending if c.price < best.price and c.health is _HEALTHY]
+            if cheaper:
+                pick, why = min(cheaper), "explore"
+        for i, c in enumerate(_picked_first(walk, best, pick)):
+            sup = c.offer.sup
+            if max(0.0, sup.paused_until - now) > 0:
+                continue
+            limiter = self.limiters[c.name]
+            if limiter.can_submit(now):
+                candidate = self._candidate(
+                    c.name, c.offer.offer, c.price, c.source, c.health, c.success, c.latency, sup, now
+                )
+                limiter.take_submit(now)
+                self._mark_probe(c.name, sku, now)
+                explain = functools.partial(
+                    self.rank, sku, now, max_price=max_price, tried=frozenset(tried), quantity=quantity
+                )
+                return Choice(candidate, why if i == 0 else "overflow", explain)
+        return self.rank(sku, now, max_price=max_price, tried=tried, quantity=quantity)
+
+    def _walk(
+        self, sku: str, now: float, max_price: Decimal | None, tried: Collection[str], quantity: int
+    ) -> _Walk | None:
+        """The fast path's walk over ``sku``'s offers, or None where its
+        bound (no score below the price) may not hold."""
+        policy, board = self.policy, self.board
+        if (
+            policy.failure_cost < 0
+            or policy.latency_cost_per_s < 0
+            or board.config.prior_latency_s < 0
+            or board.negative_latency
+        ):
+            return None
+        return _Walk(self, self._index(sku), now, max_price, tried, quantity)
+
+    def _index(self, sku: str) -> list[_Offer]:
+        """The enabled offers of ``sku``, cheapest base price first.
+
+        Kept per sku and rebuilt when the configuration (``configure``, or
+        a new ``suppliers`` mapping), the scoreboard, or its ``epoch`` (a
+        catalog price changed, states were dropped) changes since."""
+        board = self.board
+        offering = self._offering(sku)  # first: it drops stale indexes
+        index = self._indexes.get(sku)
+        if index is not None and index.epoch == board.epoch and index.board is board:
+            return index.offers
+        offers = [
+            _Offer(sup.name, sup.offers[sku], board.supplier(sup.name), board.offer(sup.name, sku))
+            for sup in offering
+            if sup.enabled
+        ]
+        offers.sort(key=lambda o: (o.key, o.name))
+        self._indexes[sku] = _SkuIndex(offers, board)
+        return offers
+
+    def _choose_ranked(self, ranking: Ranking, now: float) -> Choice | Ranking:
+        """``choose`` from a full ranking: the reference the fast path
+        follows, and the path of panic."""
         if not ranking.candidates:
             return ranking
         order = list(ranking.candidates)
@@ -387,7 +707,7 @@ class Router:
             limiter = self.limiters[candidate.supplier]
             if limiter.can_submit(now):
                 limiter.take_submit(now)
-                self._mark_probe(candidate.supplier, sku, now)
+                self._mark_probe(candidate.supplier, ranking.sku, now)
                 return Choice(candidate, why if i == 0 else "overflow", ranking)
         return ranking
 
@@ -407,7 +727,7 @@ class Router:
         return [
             c
             for c in order
-            if abs(c.unit_price - best.unit_price) <= best.unit_price * Decimal(band)
+            if abs(c.unit_price - best.unit_price) <= best.unit_price * _decimal(band)
             and c.score <= best.score * (1 + band + slack)
             and c.health is best.health
         ]
@@ -432,3 +752,13 @@ class Router:
             for c in ranking.candidates
         ]
         return max(0.005, min(hints, default=0.05)) if hints else math.inf
+
+
+def _picked_first(walk: _Walk, best: _Scored, pick: _Scored) -> Iterator[_Scored]:
+    """The candidates in rank order with ``pick`` moved to the front."""
+    yield pick
+    if pick is not best:
+        yield best
+    while (c := walk.pop()) is not None:
+        if c is not pick:
+            yield c

@@ -34,6 +34,13 @@ The expected unit price is the catalog's (else the configured one), raised
 at once when a delivery is charged more: a rise costs money on every order
 until it is known, while a lower charge may be an order taken before the
 rise, so cuts wait for the catalog.
+
+Each reading comes in two forms: by name (``success(supplier, sku, now)``)
+and from the state objects themselves (``success_of(sup, off, now)``), which
+the router's fast path holds on to. The named form is the other one after
+two dictionary look-ups, so both give the same figures to the last bit.
+``epoch`` counts the changes that invalidate held state objects or an
+ordering by base price (see ``routing.Router``).
 """
 
 from __future__ import annotations
@@ -115,6 +122,11 @@ class Health(enum.StrEnum):
     PROBING = "probing"
 
 
+# Every read of an enum member goes through a descriptor; health is read for
+# many offers on every routing decision, so it uses these names instead.
+_HEALTHY, _EJECTED, _PROBING = Health.HEALTHY, Health.EJECTED, Health.PROBING
+
+
 @attrs.define
 class Ejection:
     """Ejection state of a supplier or an offer."""
@@ -128,10 +140,10 @@ class Ejection:
 
     def health(self, now: float) -> Health:
         if self.until > now:
-            return Health.EJECTED
+            return _EJECTED
         if self.probing:
-            return Health.PROBING
-        return Health.HEALTHY
+            return _PROBING
+        return _HEALTHY
 
     def eject(self, now: float, cfg: ScoringConfig) -> None:
         if (
@@ -231,6 +243,15 @@ class Scoreboard:
         self.config = config or ScoringConfig()
         self.suppliers: dict[str, SupplierState] = {}
         self.offers: dict[tuple[str, str], OfferState] = {}
+        #: bumped when a catalog price changes (an offer's base price, below
+        #: which its expected price never goes) or states are dropped;
+        #: anything that keeps state objects or orders offers by base price
+        #: must start over when it moves
+        self.epoch = 0
+        #: a latency sample below zero was seen (a clock stepped back): the
+        #: router's fast path relies on every score being at least the
+        #: price, so it stands aside
+        self.negative_latency = False
 
     def supplier(self, name: str) -> SupplierState:
         state = self.suppliers.get(name)
@@ -251,6 +272,7 @@ class Scoreboard:
             del self.suppliers[name]
         for key in [k for k in self.offers if k[0] not in keep]:
             del self.offers[key]
+        self.epoch += 1
 
     # --------------------------------------------------------------- learning
 
@@ -277,6 +299,8 @@ class Scoreboard:
             kind is Kind.REJECTED and outcome.reason is RejectReason.UNREACHABLE
         )
         if latency_s is not None and answered:
+            if latency_s < 0:
+                self.negative_latency = True
             sup.stats.observe_latency(latency_s, cfg)
             off.stats.observe_latency(latency_s, cfg)
         if kind is Kind.DELIVERED:
@@ -324,6 +348,8 @@ class Scoreboard:
         self, supplier: str, sku: str, *, price: Decimal | None, available: bool | None, now: float
     ) -> None:
         off = self.offer(supplier, sku)
+        if price != off.catalog_price:
+            self.epoch += 1
         off.catalog_price = price
         off.catalog_available = available
         off.catalog_at = now
@@ -351,7 +377,10 @@ class Scoreboard:
     def price(self, supplier: str, sku: str, configured: Decimal, now: float) -> tuple[Decimal, str]:
         """The unit price to expect and where it comes from: the catalog's
         (else the configured one), raised by a higher recent charge."""
-        off = self.offer(supplier, sku)
+        return self.price_of(self.offer(supplier, sku), configured, now)
+
+    def price_of(self, off: OfferState, configured: Decimal, now: float) -> tuple[Decimal, str]:
+        """``price`` from the offer's state. Never below ``base_price_of``."""
         base, source = (configured, "config") if off.catalog_price is None else (off.catalog_price, "catalog")
         charged = off.charged_price
         if (
@@ -363,15 +392,27 @@ class Scoreboard:
             return charged, "charged"
         return base, source
 
+    @staticmethod
+    def base_price_of(off: OfferState, configured: Decimal) -> Decimal:
+        """The price an offer asks before any charged raise: the least
+        ``price_of`` can give at any time, until the catalog price changes
+        (which moves ``epoch``)."""
+        return configured if off.catalog_price is None else off.catalog_price
+
     def health(self, supplier: str, sku: str, now: float) -> tuple[Health, str | None]:
         """The worse of the supplier's and the offer's health, and which."""
-        sup = self.supplier(supplier).stats.ejection.health(now)
-        if sup is not Health.HEALTHY:
-            return sup, "supplier"
-        off = self.offer(supplier, sku).stats.ejection.health(now)
-        if off is not Health.HEALTHY:
-            return off, "offer"
-        return Health.HEALTHY, None
+        return self.health_of(self.supplier(supplier), self.offer(supplier, sku), now)
+
+    @staticmethod
+    def health_of(sup: SupplierState, off: OfferState, now: float) -> tuple[Health, str | None]:
+        """``health`` from the states."""
+        health = sup.stats.ejection.health(now)
+        if health is not _HEALTHY:
+            return health, "supplier"
+        health = off.stats.ejection.health(now)
+        if health is not _HEALTHY:
+            return health, "offer"
+        return _HEALTHY, None
 
     def success(self, supplier: str, sku: str, now: float) -> float:
         """Chance an attempt at this offer delivers.
@@ -383,9 +424,13 @@ class Scoreboard:
         record also holds what no offer does (timeouts, refused
         connections), and both records hold every delivery and failure, so
         a product of the two would count those twice."""
+        return self.success_of(self.supplier(supplier), self.offer(supplier, sku), now)
+
+    def success_of(self, sup: SupplierState, off: OfferState, now: float) -> float:
+        """``success`` from the states."""
         cfg = self.config
-        p_sup = self.supplier(supplier).stats.success(now, cfg)
-        counts = self.offer(supplier, sku).stats.counts
+        p_sup = sup.stats.success(now, cfg)
+        counts = off.stats.counts
         s, f = counts.successes, counts.failures
         if counts.at is not None and now > counts.at:
             factor = math.pow(0.5, (now - counts.at) / cfg.half_life_s)
@@ -394,8 +439,11 @@ class Scoreboard:
         return max(1e-3, min(1.0, p_sup, p_off))
 
     def latency(self, supplier: str, sku: str) -> float:
-        off = self.offer(supplier, sku).stats.latency_s
-        if off is not None:
-            return off
-        sup = self.supplier(supplier).stats.latency_s
-        return sup if sup is not None else self.config.prior_latency_s
+        return self.latency_of(self.supplier(supplier), self.offer(supplier, sku))
+
+    def latency_of(self, sup: SupplierState, off: OfferState) -> float:
+        """``latency`` from the states."""
+        if off.stats.latency_s is not None:
+            return off.stats.latency_s
+        latency = sup.stats.latency_s
+        return latency if latency is not None else self.config.prior_latency_s

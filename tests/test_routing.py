@@ -11,6 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 
 from kamen_router.config import Limits, Offer, SupplierConfig
@@ -26,7 +27,7 @@ from kamen_router.outcome import (
     Unknown,
 )
 from kamen_router.routing import Choice, Excluded, Limiter, Policy, Ranking, Router
-from kamen_router.scoring import Health, ScoringConfig
+from kamen_router.scoring import Health, OfferState, ScoringConfig, SupplierState
 
 SKU = "mobile-cmcc-100"
 OTHER = "steam-50"
@@ -525,3 +526,61 @@ def test_every_candidate_carries_the_terms_of_its_score() -> None:
     assert c.failure_term == pytest.approx(0.1 * (1 - c.success) / c.success)
     assert c.latency_term == pytest.approx(0.01 * c.latency_s / c.success)
     assert c.score == pytest.approx(10.0 * (1 + c.failure_term + c.latency_term))
+
+
+# ------------------------------------------------------- the fast path
+# (tests/test_routing_equivalence.py holds choose to the full ranking's pick)
+
+
+def test_choose_scores_only_the_candidates_its_pick_depends_on() -> None:
+    router = make_router(*(supplier(f"s{i:04d}", {SKU: f"{10 + i / 100:.2f}"}) for i in range(1000)))
+    scored = Counter[str]()
+    success_of = router.board.success_of
+
+    def counting(sup: SupplierState, off: OfferState, now: float) -> float:
+        scored["n"] += 1
+        return success_of(sup, off, now)
+
+    router.board.success_of = counting  # type: ignore[method-assign]
+    for i in range(100):
+        name = attempt(router, i * 0.5, lambda _: Delivered())
+        assert name in {"s0000", "s0001", "s0002"}  # within the tie band of the best
+    assert scored["n"] <= 100 * 5  # a handful per decision, not a thousand
+    scored.clear()
+    assert len(router.rank(SKU, 60.0).candidates) == 1000
+    assert scored["n"] == 1000
+
+
+def test_a_catalog_price_change_reaches_the_next_choice() -> None:
+    router = make_router(supplier("cheap", {SKU: "10.00"}), supplier("dear", {SKU: "10.50"}))
+    assert chosen(router.choose(SKU, 0.0)) == "cheap"
+    router.board.set_catalog_entry("dear", SKU, price=Decimal("9.00"), available=True, now=1.0)
+    assert chosen(router.choose(SKU, 1.0)) == "dear"
+    router.board.set_catalog_entry("dear", SKU, price=None, available=None, now=2.0)
+    assert chosen(router.choose(SKU, 2.0)) == "cheap"
+
+
+def test_a_reload_reaches_the_next_choice() -> None:
+    cheap, dear = supplier("cheap", {SKU: "10.00"}), supplier("dear", {SKU: "10.50"})
+    router = make_router(cheap, dear)
+    assert chosen(router.choose(SKU, 0.0)) == "cheap"
+    off = supplier("cheap", {SKU: "10.00"}, enabled=False)
+    router.configure({"cheap": off, "dear": dear})
+    assert chosen(router.choose(SKU, 1.0)) == "dear"
+    newcomer = supplier("newcomer", {SKU: "9.00"})
+    router.configure({"cheap": cheap, "dear": dear, "newcomer": newcomer})
+    assert chosen(router.choose(SKU, 2.0)) == "newcomer"
+    router.configure({"cheap": cheap, "dear": supplier("dear", {SKU: "8.00"})})
+    assert chosen(router.choose(SKU, 3.0)) == "dear"
+
+
+def test_the_ranking_of_a_choice_is_built_when_read() -> None:
+    router = make_router(supplier("cheap", {SKU: "10.00"}), supplier("dear", {SKU: "10.50"}))
+    choice = router.choose(SKU, 5.0, tried={"dear"})
+    assert isinstance(choice, Choice)
+    ranking = choice.ranking
+    assert ranking is choice.ranking  # built once
+    assert ranking == router.rank(SKU, 5.0, tried={"dear"})
+    assert [(e.supplier, e.reason) for e in ranking.excluded] == [("dear", Excluded.ALREADY_TRIED)]
+    # read after the choice: the slot it took shows
+    assert ranking.candidates[0] == attrs.evolve(choice.candidate, in_flight=1, tokens=999.0)

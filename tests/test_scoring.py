@@ -204,6 +204,55 @@ def test_a_raise_learnt_from_a_charge_expires_without_new_charges() -> None:
     assert board.price("a", SKU, Decimal("97.80"), 151.0) == (Decimal("98.00"), "charged")
 
 
+def test_no_price_is_below_the_base_price() -> None:
+    # the router's fast path orders offers by base price on this promise
+    cfg = ScoringConfig(charged_price_ttl_s=100.0)
+    board = Scoreboard(cfg)
+    off = board.offer("a", SKU)
+    configured = Decimal("98.00")
+    for t, cost, catalog in [(0.0, "99.00", None), (10.0, "97.00", None), (20.0, "99.50", "97.50")]:
+        board.observe("a", SKU, Delivered(unit_cost=Decimal(cost)), t)
+        if catalog is not None:
+            board.set_catalog_entry("a", SKU, price=Decimal(catalog), available=True, now=t)
+        for now in (t, t + 50.0, t + 150.0):
+            assert board.price("a", SKU, configured, now)[0] >= Scoreboard.base_price_of(off, configured)
+
+
+def test_the_epoch_moves_with_catalog_prices_and_forgotten_states() -> None:
+    board = Scoreboard()
+    epoch = board.epoch
+    board.set_catalog_entry("a", SKU, price=Decimal("97.90"), available=True, now=0.0)
+    assert board.epoch > epoch
+    epoch = board.epoch
+    # a refresh with the same price, stock news, outcomes and balances:
+    # nothing that moves a base price
+    board.set_catalog_entry("a", SKU, price=Decimal("97.90"), available=False, now=1.0)
+    board.observe("a", SKU, Delivered(unit_cost=Decimal("99.00")), 2.0, latency_s=0.3)
+    board.set_balance("a", Decimal("10"), 3.0)
+    assert board.epoch == epoch
+    board.set_catalog_entry("a", SKU, price=None, available=True, now=4.0)
+    assert board.epoch > epoch
+    epoch = board.epoch
+    board.forget({"b"})
+    assert board.epoch > epoch
+
+
+def test_the_readings_from_states_are_the_readings_by_name() -> None:
+    board = Scoreboard()
+    for i in range(20):
+        board.observe("a", SKU, Failed() if i % 4 == 0 else Delivered(), float(i), latency_s=0.1 * i)
+        board.observe("a", OTHER, Unknown("timeout"), float(i) + 0.5)
+    assert not board.negative_latency
+    sup, off = board.supplier("a"), board.offer("a", SKU)
+    for now in (0.0, 19.0, 25.0, 900.0):
+        assert board.success_of(sup, off, now) == board.success("a", SKU, now)
+        assert board.health_of(sup, off, now) == board.health("a", SKU, now)
+        assert board.price_of(off, Decimal("9.99"), now) == board.price("a", SKU, Decimal("9.99"), now)
+    assert board.latency_of(sup, off) == board.latency("a", SKU)
+    board.observe("a", SKU, Delivered(), 30.0, latency_s=-0.01)
+    assert board.negative_latency
+
+
 def test_off_shelf_in_the_catalog_keeps_the_offer_out() -> None:
     board = Scoreboard()
     board.set_catalog_entry("a", SKU, price=None, available=False, now=0.0)
