@@ -46,7 +46,8 @@ async def test_recovered_orders_are_queried_a_few_at_a_time(nursery: trio.Nurser
                 skus={SKU: {}},
             )
         )
-        url = await nursery.start(serve_simulated_supplier, load_plugins(None)["sim"], sim_cfg.suppliers["slow"])
+        sim = load_plugins(None)["sim"]
+        url = await nursery.start(serve_simulated_supplier, sim, sim_cfg.suppliers["slow"])
         limits = {"rate_per_s": 1000, "max_in_flight": SLOTS, "timeout_s": 2}
         path = write_config(
             tmp_path / "d",
