@@ -3,9 +3,11 @@ daemon no longer holds in memory."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 from conftest import supplier
 
@@ -88,3 +90,35 @@ async def test_at_the_open_limit_a_stored_order_is_still_answered(make_daemon: C
         refused = await d.post({**ORDER, "order_id": "i2"})
         assert refused.status_code == 503
         assert d.info.dispatcher.open_count == 1
+
+
+async def test_each_submit_is_logged_once_with_its_outcome(
+    make_daemon: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The submit's log line goes out while its outcome commits; a failover
+    still logs every submit, in order."""
+    caplog.set_level(logging.INFO)
+    with trio.fail_after(20):
+        d = await make_daemon(
+            {
+                "cheap": supplier({"mobile-cmcc-100": "97.00"}, simulate={"stock": 0}),
+                "dear": supplier({"mobile-cmcc-100": "99.00"}),
+            },
+            skus=SKUS,
+        )
+        reply = await d.order(ORDER)
+        assert (reply["state"], reply["supplier"]) == ("delivered", "dear"), reply
+        submits = [
+            r.kr_fields  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.name == "kamen_router.orders" and r.getMessage() == "submit"
+        ]
+        assert [(f["supplier"], f["outcome"], f["reason"]) for f in submits] == [
+            ("cheap", "rejected", "out_of_stock"),
+            ("dear", "delivered", "-"),
+        ]
+        for fields, attempt in zip(submits, reply["attempts"], strict=True):
+            assert fields["order_id"] == "i1"
+            assert fields["attempt_key"] == attempt["attempt_key"]
+            assert fields["account"] == "*******8000"
+            assert fields["latency_ms"] == attempt["latency_ms"]
