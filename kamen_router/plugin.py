@@ -79,7 +79,8 @@ class SubmitRequest:
 
 @attrs.frozen
 class SupplierContext:
-    """What a plugin instance gets: its supplier's config and the shared client."""
+    """What a plugin instance gets: its supplier's config and its HTTP client
+    (one connection pool per supplier, owned by the daemon)."""
 
     supplier: SupplierConfig
     #: the endpoint to use (a simulator's address when the supplier is simulated)
