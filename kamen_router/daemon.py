@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,13 +40,12 @@ from .logs import SECRETS, event
 from .metrics import Metrics
 from .notify import Notifier, inherited_socket
 from .plugin import Plugin, PluginRegistry, SupplierContext, load_plugins
+from .upstream import supplier_client, tls_context
 
 log = logging.getLogger("kamen_router.daemon")
 
 #: how often router.yaml and suppliers.d/ are checked for changes
 POLL_S = 2.0
-#: each supplier's connection pool
-_HTTP_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
 
 @attrs.frozen
@@ -141,9 +141,10 @@ class Daemon:
         self.simulators: dict[str, str] = {}
         self._stop = trio.Event()
         self._nursery: trio.Nursery | None = None
-        #: one HTTP client (connection pool) per supplier, closed on exit
+        #: one HTTP client per supplier (see ``upstream``), closed on exit
         self._http: dict[str, httpx.AsyncClient] = {}
         self._pools: contextlib.AsyncExitStack | None = None
+        self._tls: ssl.SSLContext | None = None
         self._dispatcher: Dispatcher | None = None
         self._callback_base: str | None = None
         self._reload_lock = trio.Lock()
@@ -240,14 +241,14 @@ class Daemon:
         assert endpoint is not None
         http = self._http.get(supplier.name)
         if http is None:
-            # a pool per supplier: httpcore looks at every pooled connection
-            # on each request (and compares every idle one with all the
-            # others), so a shared pool makes each request pay for every
-            # other supplier's connections; it also keeps one slow supplier
-            # from holding the connections the others need
-            http = await self._pools.enter_async_context(
-                httpx.AsyncClient(trust_env=False, limits=_HTTP_LIMITS)
-            )
+            # a client per supplier: httpcore's work per request grows with
+            # the connections a pool holds, so a shared pool made each
+            # request pay for every other supplier's connections; it also
+            # keeps one slow supplier from holding the connections the
+            # others need
+            if self._tls is None:
+                self._tls = await trio.to_thread.run_sync(tls_context)
+            http = await self._pools.enter_async_context(supplier_client(self._tls))
             self._http[supplier.name] = http
         return plugin(SupplierContext(supplier, endpoint, http))
 
