@@ -80,7 +80,7 @@ class SubmitRequest:
 @attrs.frozen
 class SupplierContext:
     """What a plugin instance gets: its supplier's config and its HTTP client
-    (one connection pool per supplier, owned by the daemon)."""
+    (its own connection pools, owned by the daemon: ``upstream.supplier_client``)."""
 
     supplier: SupplierConfig
     #: the endpoint to use (a simulator's address when the supplier is simulated)
