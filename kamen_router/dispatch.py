@@ -10,7 +10,6 @@ order API.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
@@ -481,8 +480,8 @@ class Dispatcher:
             while len(self._recent) > RECENT_CAPACITY:
                 self._recent.popitem(last=False)
 
-    async def _save(self, order: Order, meanwhile: Callable[[], object] | None = None) -> None:
-        await self.journal.save(order, meanwhile)
+    async def _save(self, order: Order) -> None:
+        await self.journal.save(order)
         event = self._changed.pop(order.order_id, None)
         if event is not None:
             event.set()
@@ -610,12 +609,9 @@ class Dispatcher:
             started_at=attempt.started_at,
         )
 
-    async def _call(
-        self, order: Order, attempt: Attempt, operation: str, *, log_call: bool = True
-    ) -> tuple[Outcome, float]:
+    async def _call(self, order: Order, attempt: Attempt, operation: str) -> tuple[Outcome, float]:
         """One submit or query, with unsent requests retried; never raises
-        for a supplier's fault. Returns the outcome and the latency in ms;
-        without ``log_call`` the caller logs it (``_log_call``)."""
+        for a supplier's fault."""
         plugin = self.clients[attempt.supplier]
         request = self._request(order, attempt)
         routing = self.config.routing
@@ -685,13 +681,6 @@ class Dispatcher:
             )
         metrics.child(metrics.supplier_latency, attempt.supplier, operation).observe(latency)
         metrics.child(metrics.attempts, attempt.supplier, operation, outcome.kind.value).inc()
-        if log_call:
-            self._log_call(order, attempt, operation, outcome, latency * 1000)
-        return outcome, latency * 1000
-
-    def _log_call(
-        self, order: Order, attempt: Attempt, operation: str, outcome: Outcome, latency_ms: float
-    ) -> None:
         event(
             log,
             operation,
@@ -702,8 +691,9 @@ class Dispatcher:
             account=mask(order.request.account),
             outcome=outcome.kind.value,
             reason=getattr(outcome, "reason", None) or "-",
-            latency_ms=round(latency_ms, 1),
+            latency_ms=round(latency * 1000, 1),
         )
+        return outcome, latency * 1000
 
     async def _query(self, order: Order, attempt: Attempt) -> Outcome:
         """Ask the supplier what became of ``attempt``, holding one of the
@@ -852,7 +842,7 @@ class Dispatcher:
                 break
             self.submits_in_flight += 1
             try:
-                outcome, latency = await self._call(order, attempt, "submit", log_call=False)
+                outcome, latency = await self._call(order, attempt, "submit")
             finally:
                 self.submits_in_flight -= 1
                 if self.submits_in_flight == 0:
@@ -860,16 +850,11 @@ class Dispatcher:
                     self._submits_done = trio.Event()
                 if tries:
                     self.router.release(attempt.supplier)
-            # the call's log line goes out while its outcome commits, off
-            # the order's path, or at once when nothing is committed
-            logged = functools.partial(self._log_call, order, attempt, "submit", outcome, latency)
             if not attempt.live:
-                logged()
                 # a callback settled the attempt while its submit was on the wire
                 log.info("order %s: submit reply after a callback settled %s", order.order_id, attempt.key)
                 return
             if isinstance(outcome, RateLimited):
-                logged()
                 wait = outcome.retry_after if outcome.retry_after is not None else 1.0
                 if tries < 4 and wait <= limit_wait and self.wall() + wait < order.deadline_at:
                     await trio.sleep(wait)
@@ -879,7 +864,7 @@ class Dispatcher:
                 outcome = Unknown("submit answered not-found")
             order.record(attempt, outcome, self.wall(), latency)
             self._after_outcome(order, attempt, outcome)
-            await self._save(order, logged)
+            await self._save(order)
             return
         # rate limited throughout: the supplier did not take it
         order.end_attempt(attempt, AttemptState.REJECTED, "rate_limited", self.wall())

@@ -402,12 +402,8 @@ class Journal:
         result: Order | None = await self._write(work)
         return result
 
-    async def save(self, order: Order, meanwhile: Callable[[], object] | None = None) -> None:
-        """Write the order and all its attempts in one transaction.
-
-        ``meanwhile``, when given, is called once the write is queued, while
-        it commits: work that must not wait for the commit nor hold it up
-        (the dispatcher logs the call whose outcome is being saved)."""
+    async def save(self, order: Order) -> None:
+        """Write the order and all its attempts in one transaction."""
         params = _update_params(order, self.cipher)
         attempts = [_attempt_row(order.order_id, a) for a in order.attempts]
 
@@ -416,14 +412,10 @@ class Journal:
             if attempts:
                 db.executemany(_UPSERT_ATTEMPT, attempts)
 
-        await self._write(work, meanwhile)
+        await self._write(work)
 
-    async def _write(
-        self, work: Callable[[sqlite3.Connection], Any], meanwhile: Callable[[], object] | None = None
-    ) -> Any:
+    async def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._closed:
-            if meanwhile is not None:
-                meanwhile()
             raise JournalError(f"journal {self.path} is closed")
         write = _Write(work, trio.lowlevel.current_trio_token(), trio.Event())
         self._enqueue(write)
@@ -431,12 +423,8 @@ class Journal:
         # a worker thread's call always did; waiting it out keeps the
         # caller's view true ("returned" means "on disk"). Bounded by one
         # commit of at most MAX_GROUP writes.
-        try:
-            if meanwhile is not None:
-                meanwhile()
-        finally:
-            with trio.CancelScope(shield=True):
-                await write.done.wait()
+        with trio.CancelScope(shield=True):
+            await write.done.wait()
         if write.error is not None:
             raise write.error
         return write.result

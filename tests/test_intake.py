@@ -95,8 +95,8 @@ async def test_at_the_open_limit_a_stored_order_is_still_answered(make_daemon: C
 async def test_each_submit_is_logged_once_with_its_outcome(
     make_daemon: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The submit's log line goes out while its outcome commits; a failover
-    still logs every submit, in order."""
+    """One line per submit, with its outcome; a failover logs every submit,
+    in order."""
     caplog.set_level(logging.INFO)
     with trio.fail_after(20):
         d = await make_daemon(
