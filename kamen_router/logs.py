@@ -24,7 +24,13 @@ _FIELDS = "kr_fields"
 def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``msg`` with structured ``fields``."""
     if logger.isEnabledFor(level):
-        logger.log(level, msg, extra={_FIELDS: fields})
+        # what Logger.log would do, less the search of the stack for the
+        # caller (always this function): the dispatcher logs every call
+        record = logging.getLogRecordFactory()(
+            logger.name, level, __file__, sys._getframe().f_lineno, msg, None, None, "event"
+        )
+        record.__dict__[_FIELDS] = fields
+        logger.handle(record)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -32,20 +38,22 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
+#: the second last formatted, and its text (one tuple: threads may log at once)
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    t = time.gmtime(record.created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+    global _second
+    second = int(record.created)  # as gmtime takes it: floored, and never negative
+    seen, text = _second
+    if second != seen:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 #: characters that make a logfmt value need quotes
 _NEEDS_QUOTES = re.compile(r'[ ="\\\n\t]')
-
-
-def _logfmt_value(value: Any) -> str:
-    text = "null" if value is None else str(value)
-    if text == "" or _NEEDS_QUOTES.search(text):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -61,7 +69,15 @@ class LogfmtFormatter(logging.Formatter):
         }
         if record.exc_info:
             parts["error"] = self.formatException(record.exc_info)
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in parts.items())
+        out = []
+        for key, value in parts.items():
+            # inline rather than a function per value: a line has a dozen
+            # values, and every order logs one
+            text = value if type(value) is str else "null" if value is None else str(value)
+            if text == "" or _NEEDS_QUOTES.search(text):
+                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+            out.append(f"{key}={text}")
+        return " ".join(out)
 
 
 class JsonFormatter(logging.Formatter):
@@ -97,6 +113,15 @@ class SecretFilter(logging.Filter):
         if not self.secrets:
             return True
         message = record.getMessage()
+        fields = getattr(record, _FIELDS, None)
+        if not record.exc_info:
+            # most lines hold no secret: one search of all their text says so
+            texts = [message]
+            if isinstance(fields, dict):
+                texts += [v for v in fields.values() if isinstance(v, str)]
+            text = "\x00".join(texts)
+            if not any(secret in text for secret in self.secrets):
+                return True
         scrubbed = self._scrub(message)
         fields = _fields(record)
         # fields are rebuilt only when one of them holds a secret

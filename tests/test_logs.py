@@ -1,0 +1,94 @@
+"""Structured log lines: what ``event`` writes, the timestamps, the secret
+scrubber's quick path."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+import pytest
+
+from kamen_router.logs import JsonFormatter, LogfmtFormatter, SecretFilter, event
+
+
+def _logger(
+    name: str, formatter: logging.Formatter, secrets: list[str]
+) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    scrubber = SecretFilter()
+    scrubber.set_secrets(secrets)
+    handler.addFilter(scrubber)
+    log = logging.getLogger(f"kamen_router.test_logs.{name}")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    return log, stream
+
+
+def _at(monkeypatch: pytest.MonkeyPatch, when: float) -> None:
+    monkeypatch.setattr(time, "time", lambda: when)
+    monkeypatch.setattr(time, "time_ns", lambda: int(when * 1e9))
+
+
+def test_an_event_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    log, out = _logger("line", LogfmtFormatter(), ["s3cret-api-key"])
+    _at(monkeypatch, 1764057600.25)
+    event(
+        log,
+        "submit",
+        order_id="o-1",
+        supplier="sup a",
+        reason="",
+        detail='say "hi"\\now',
+        latency_ms=1.5,
+        refund=None,
+        token="key=s3cret-api-key",
+    )
+    event(log, "hidden", logging.DEBUG, order_id="o-2")
+    assert out.getvalue() == (
+        "ts=2025-11-25T08:00:00.250Z level=info logger=kamen_router.test_logs.line msg=submit"
+        ' order_id=o-1 supplier="sup a" reason="" detail="say \\"hi\\"\\\\now" latency_ms=1.5'
+        ' refund=null token="key=***"\n'
+    )
+
+
+def test_timestamps_across_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    log, out = _logger("ts", LogfmtFormatter(), [])
+    for when in (1764057599.875, 1764057601.0, 1764057601.5, 1764057600.125, 1764057659.75):
+        _at(monkeypatch, when)
+        event(log, "tick")
+    stamps = [line.split(" ", 1)[0] for line in out.getvalue().splitlines()]
+    assert stamps == [
+        "ts=2025-11-25T07:59:59.875Z",
+        "ts=2025-11-25T08:00:01.000Z",
+        "ts=2025-11-25T08:00:01.500Z",
+        "ts=2025-11-25T08:00:00.125Z",
+        "ts=2025-11-25T08:00:59.750Z",
+    ]
+
+
+def test_a_line_without_secrets_is_left_alone() -> None:
+    scrubber = SecretFilter()
+    scrubber.set_secrets(["s3cret-api-key"])
+    fields = {"order_id": "o-1", "n": 3}
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain %s", ("text",), None)
+    record.kr_fields = fields
+    assert scrubber.filter(record)
+    assert (record.msg, record.args, record.kr_fields) == ("plain %s", ("text",), fields)
+    record.kr_fields = {"order_id": "o-1", "note": "was s3cret-api-key"}
+    assert scrubber.filter(record)
+    assert record.kr_fields == {"order_id": "o-1", "note": "was ***"}
+    assert record.getMessage() == "plain text"
+
+
+def test_json_lines_scrub_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    log, out = _logger("json", JsonFormatter(), ["s3cret-api-key"])
+    _at(monkeypatch, 1764057600.0)
+    event(log, "reload refused", logging.ERROR, problem="bad key s3cret-api-key", line=3)
+    assert out.getvalue() == (
+        '{"ts": "2025-11-25T08:00:00.000Z", "level": "error", "logger": "kamen_router.test_logs.json",'
+        ' "msg": "reload refused", "problem": "bad key ***", "line": 3}\n'
+    )
