@@ -26,6 +26,7 @@ from .journal import Journal
 from .logs import event
 from .metrics import Metrics
 from .money import format_money
+from .naps import Naps
 from .orders import Attempt, AttemptState, Order, OrderRequest, State, TransitionError
 from .outcome import (
     Deliverables,
@@ -140,8 +141,9 @@ class Dispatcher:
         self.callback_base: str | None = None
         #: attempt key -> open order, for callbacks
         self._by_attempt: dict[str, Order] = {}
-        #: attempt key -> event set when a callback settles or advances it
-        self._nudges: dict[str, trio.Event] = {}
+        #: followers asleep until their next query, keyed by attempt key; a
+        #: callback that settles or advances the attempt wakes its follower
+        self._naps = Naps()
         #: supplier -> slots for status queries (see ``_query``)
         self._query_slots: dict[str, trio.CapacityLimiter] = {}
         self.ready = False
@@ -162,6 +164,7 @@ class Dispatcher:
         tasks until cancelled. Reports started only after recovery."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self._naps.run)
             recovered = await self.journal.open_orders()
             for order in recovered:
                 self._open[order.order_id] = order
@@ -188,7 +191,7 @@ class Dispatcher:
         for start in range(0, len(recovered), RECOVERY_BATCH):
             for order in recovered[start : start + RECOVERY_BATCH]:
                 nursery.start_soon(self._drive, order)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     @property
     def open_count(self) -> int:
@@ -514,7 +517,7 @@ class Dispatcher:
                 self._open.pop(order.order_id, None)
                 for attempt in order.attempts:
                     self._by_attempt.pop(attempt.key, None)
-                    self._nudges.pop(attempt.key, None)
+                    self._naps.forget(attempt.key)
                 self._remember(order)
                 self.metrics.child(self.metrics.orders, order.state.value).inc()
                 self.metrics.open_orders.set(len(self._open))
@@ -720,16 +723,10 @@ class Dispatcher:
 
     async def _nap(self, attempt_key: str, seconds: float) -> None:
         """Sleep until the next query is due, or until a callback arrives."""
-        event = self._nudges.setdefault(attempt_key, trio.Event())
-        with trio.move_on_after(seconds):
-            await event.wait()
-        if event.is_set():
-            self._nudges.pop(attempt_key, None)
+        await self._naps.nap(attempt_key, seconds)
 
     def _nudge(self, attempt_key: str) -> None:
-        event = self._nudges.pop(attempt_key, None)
-        if event is not None:
-            event.set()
+        self._naps.nudge(attempt_key)
 
     # -------------------------------------------------------------- callbacks
 
