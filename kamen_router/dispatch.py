@@ -41,6 +41,7 @@ from .outcome import (
 )
 from .plugin import Callback, CatalogItem, Plugin, SubmitRequest
 from .routing import Choice, Ranking, Router
+from .upstream import LIMITS as UPSTREAM_LIMITS
 
 log = logging.getLogger("kamen_router.orders")
 
@@ -102,6 +103,14 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
+def _query_slots(limits: Limits) -> int:
+    """Queries a supplier may have in flight: ``limits.max_in_flight``, and
+    at most half the connections of its client (``upstream.LIMITS``), so
+    that the submits of new orders always find a connection free however
+    many pending orders are due for a query."""
+    return max(1, min(limits.max_in_flight, (UPSTREAM_LIMITS.max_connections or 2) // 2))
+
+
 def mask(account: str | None) -> str:
     """An account as logs show it: only its last four characters."""
     if not account:
@@ -126,6 +135,9 @@ class Dispatcher:
         self.wall = wall
         self._open: dict[str, Order] = {}
         self._recent: OrderedDict[str, Order] = OrderedDict()
+        #: the attempts of the orders in ``_recent``, by attempt key (a
+        #: callback often comes after its order settled)
+        self._recent_attempts: dict[str, Order] = {}
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -222,7 +234,7 @@ class Dispatcher:
         self.router.available = {name for name in config.suppliers if name in self.clients}
         for name, slots in self._query_slots.items():
             if name in config.suppliers:
-                slots.total_tokens = config.suppliers[name].limits.max_in_flight
+                slots.total_tokens = _query_slots(config.suppliers[name].limits)
         self.metrics.register_suppliers(list(config.suppliers))
         if self._nursery is not None:
             for name in config.suppliers:
@@ -480,8 +492,13 @@ class Dispatcher:
         if order.settled:
             self._recent[order.order_id] = order
             self._recent.move_to_end(order.order_id)
+            for attempt in order.attempts:
+                self._recent_attempts[attempt.key] = order
             while len(self._recent) > RECENT_CAPACITY:
-                self._recent.popitem(last=False)
+                _, old = self._recent.popitem(last=False)
+                for attempt in old.attempts:
+                    if self._recent_attempts.get(attempt.key) is old:
+                        del self._recent_attempts[attempt.key]
 
     async def _save(self, order: Order) -> None:
         await self.journal.save(order)
@@ -700,15 +717,14 @@ class Dispatcher:
 
     async def _query(self, order: Order, attempt: Attempt) -> Outcome:
         """Ask the supplier what became of ``attempt``, holding one of the
-        supplier's query slots: at most ``limits.max_in_flight`` queries at a
-        time per supplier, apart from its submits. After a restart with many
-        open orders every one is due at once; the slots keep that from
-        flooding the supplier (and the connection pool) while new orders
-        go on being submitted."""
+        supplier's query slots (``_query_slots``), apart from its submits.
+        After a restart with many open orders, or with thousands pending,
+        many are due at once; the slots keep that from flooding the supplier
+        and its connections while new orders go on being submitted."""
         slots = self._query_slots.get(attempt.supplier)
         if slots is None:
             supplier = self.config.suppliers.get(attempt.supplier)
-            total = Limits().max_in_flight if supplier is None else supplier.limits.max_in_flight
+            total = _query_slots(Limits() if supplier is None else supplier.limits)
             slots = self._query_slots[attempt.supplier] = trio.CapacityLimiter(total)
         async with slots:
             if not attempt.live:
@@ -801,10 +817,7 @@ class Dispatcher:
         return "accepted"
 
     def _cached_by_attempt(self, attempt_key: str) -> Order | None:
-        for order in self._recent.values():
-            if any(a.key == attempt_key for a in order.attempts):
-                return order
-        return None
+        return self._recent_attempts.get(attempt_key)
 
     # ---------------------------------------------------------------- attention
 
