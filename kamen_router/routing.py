@@ -240,7 +240,7 @@ class _Offer:
     """One enabled supplier's offer of a sku, as the sku's index holds it:
     its base price (``key``) and the state objects its score is read from."""
 
-    __slots__ = ("base", "key", "name", "off", "offer", "sup")
+    __slots__ = ("base", "key", "name", "off", "offer", "source", "sup")
 
     def __init__(self, name: str, offer: Offer, sup: SupplierState, off: OfferState) -> None:
         self.name = name
@@ -248,6 +248,9 @@ class _Offer:
         self.sup = sup
         self.off = off
         self.base = Scoreboard.base_price_of(off, offer.price)
+        #: where the base price comes from ("config" or "catalog"; a
+        #: change of catalog price moves ``Scoreboard.epoch``)
+        self.source = "config" if off.catalog_price is None else "catalog"
         #: no score of this offer is below this until ``Scoreboard.epoch``
         #: moves (see ``Router.choose``)
         self.key = float(self.base)
@@ -290,7 +293,18 @@ class _Walk:
     base price is above the best pending score, nothing unvisited can come
     before that one."""
 
-    __slots__ = ("board", "i", "max_price", "now", "offers", "pending", "quantity", "router", "tried")
+    __slots__ = (
+        "available",
+        "board",
+        "i",
+        "max_price",
+        "now",
+        "offers",
+        "pending",
+        "quantity",
+        "router",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -303,6 +317,7 @@ class _Walk:
     ) -> None:
         self.router = router
         self.board = router.board
+        self.available = router.available
         self.offers = offers
         self.now = now
         self.max_price = max_price
@@ -331,11 +346,15 @@ class _Walk:
 
     def _visit(self, offer: _Offer) -> None:
         # the exclusions of ``rank``, less their reasons
-        name, sup, off, now, board = offer.name, offer.sup, offer.off, self.now, self.board
-        available = self.router.available
-        if (available is not None and name not in available) or name in self.tried:
+        name, available = offer.name, self.available
+        if name in self.tried or (available is not None and name not in available):
             return
-        price, source = board.price_of(off, offer.offer.price, now)
+        sup, off, now, board = offer.sup, offer.off, self.now, self.board
+        if off.charged_price is None:
+            # no charged raise: the price is the base one (``price_of``)
+            price, source = offer.base, offer.source
+        else:
+            price, source = board.price_of(off, offer.offer.price, now)
         if self.max_price is not None and price > self.max_price:
             return
         if off.out_until > now or sup.drained_need is not None:
@@ -348,7 +367,7 @@ class _Walk:
         p = board.success_of(sup, off, now)
         latency = board.latency_of(sup, off)
         # float(Decimal) is slow; the base price's float is the key
-        price_f = offer.key if price == offer.base else float(price)
+        price_f = offer.key if price is offer.base else float(price)
         score = self.router._terms(p, latency, price_f)[2]
         heapq.heappush(self.pending, _Scored(score, price, name, offer, health, source, p, latency))
 

@@ -405,13 +405,18 @@ class Scoreboard:
 
     @staticmethod
     def health_of(sup: SupplierState, off: OfferState, now: float) -> tuple[Health, str | None]:
-        """``health`` from the states."""
-        health = sup.stats.ejection.health(now)
-        if health is not _HEALTHY:
-            return health, "supplier"
-        health = off.stats.ejection.health(now)
-        if health is not _HEALTHY:
-            return health, "offer"
+        """``health`` from the states: ``Ejection.health`` of each, read
+        in place (the router reads it for several offers per decision)."""
+        ejection = sup.stats.ejection
+        if ejection.until > now:
+            return _EJECTED, "supplier"
+        if ejection.probing:
+            return _PROBING, "supplier"
+        ejection = off.stats.ejection
+        if ejection.until > now:
+            return _EJECTED, "offer"
+        if ejection.probing:
+            return _PROBING, "offer"
         return _HEALTHY, None
 
     def success(self, supplier: str, sku: str, now: float) -> float:
@@ -427,15 +432,24 @@ class Scoreboard:
         return self.success_of(self.supplier(supplier), self.offer(supplier, sku), now)
 
     def success_of(self, sup: SupplierState, off: OfferState, now: float) -> float:
-        """``success`` from the states."""
+        """``success`` from the states. The supplier's estimate is
+        ``Decayed.estimate``'s, step for step (so the same to the last
+        bit), read in place: the router reads it for several offers per
+        decision."""
         cfg = self.config
-        p_sup = sup.stats.success(now, cfg)
-        counts = off.stats.counts
-        s, f = counts.successes, counts.failures
-        if counts.at is not None and now > counts.at:
-            factor = math.pow(0.5, (now - counts.at) / cfg.half_life_s)
+        half_life, weight = cfg.half_life_s, cfg.prior_weight
+        counts = sup.stats.counts
+        s, f, at = counts.successes, counts.failures, counts.at
+        if at is not None and now > at:
+            factor = math.pow(0.5, (now - at) / half_life)
             s, f = s * factor, f * factor
-        p_off = (s + p_sup * cfg.prior_weight) / (s + f + cfg.prior_weight)
+        p_sup = (s + cfg.prior_success * weight) / (s + f + weight)
+        counts = off.stats.counts
+        s, f, at = counts.successes, counts.failures, counts.at
+        if at is not None and now > at:
+            factor = math.pow(0.5, (now - at) / half_life)
+            s, f = s * factor, f * factor
+        p_off = (s + p_sup * weight) / (s + f + weight)
         return max(1e-3, min(1.0, p_sup, p_off))
 
     def latency(self, supplier: str, sku: str) -> float:
