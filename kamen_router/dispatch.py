@@ -426,14 +426,14 @@ class Dispatcher:
             stored = await self.journal.create(order)
         except BaseException:
             if first is not None:
-                self.router.release(first[0].candidate.supplier)
+                self.router.release(first[0].supplier)
             raise
         finally:
             del self._intake[request.order_id]
             done.set()
         if stored is not None:  # the id is in the journal already
             if first is not None:
-                self.router.release(first[0].candidate.supplier)
+                self.router.release(first[0].supplier)
             self._remember(stored)
             if stored.request.identity() != request.identity():
                 raise OrderConflict(stored)
@@ -452,13 +452,12 @@ class Dispatcher:
         choice = self._pick(order, self.clock())
         if not isinstance(choice, Choice):
             return None
-        best = choice.candidate
         try:
-            attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+            attempt = order.start_attempt(choice.supplier, choice.product_id, choice.unit_price, self.wall())
         except TransitionError:
             # refused before anything changed: the order's task meets it
             # again and hands the order to a human, as for any order
-            self.router.release(best.supplier)
+            self.router.release(choice.supplier)
             return None
         return choice, attempt
 
@@ -575,16 +574,17 @@ class Dispatcher:
     async def _run_attempt(self, order: Order, choice: Choice, attempt: Attempt | None = None) -> None:
         """Submit an attempt at the chosen supplier (whose limits are taken)
         and follow it until it ends; ``attempt`` is one already journaled."""
-        best = choice.candidate
         try:
             if attempt is None:
-                attempt = order.start_attempt(best.supplier, best.product_id, best.unit_price, self.wall())
+                attempt = order.start_attempt(
+                    choice.supplier, choice.product_id, choice.unit_price, self.wall()
+                )
                 self._index(order)
                 # the attempt, with its key, is on disk before the request leaves
                 await self._save(order)
             await self._submit_attempt(order, attempt, holding_slot=True)
         finally:
-            self.router.release(best.supplier)
+            self.router.release(choice.supplier)
         if attempt.state in (AttemptState.PENDING, AttemptState.UNKNOWN):
             await self._follow(order, attempt)
 
@@ -608,7 +608,7 @@ class Dispatcher:
             r.sku, now, max_price=r.max_price, tried=order.tried(), quantity=r.quantity
         )
         if isinstance(choice, Choice) and choice.why != "best":
-            log.debug("order %s: %s -> %s", order.order_id, choice.why, choice.candidate.supplier)
+            log.debug("order %s: %s -> %s", order.order_id, choice.why, choice.supplier)
         return choice
 
     def _request(self, order: Order, attempt: Attempt) -> SubmitRequest:

@@ -205,6 +205,16 @@ class Limiter:
         self.tokens -= 1.0
         self.in_flight += 1
 
+    def try_take(self, now: float) -> tuple[float, int] | None:
+        """Take a submit token and an in-flight slot if both are free: the
+        tokens and slots in use just before (None: at a limit)."""
+        if self.in_flight >= self.max_in_flight or self.refill(now) < 1.0:
+            return None
+        before = self.tokens, self.in_flight
+        self.tokens -= 1.0
+        self.in_flight += 1
+        return before
+
     def wait_hint(self, now: float) -> float:
         """Seconds until a token is due (in-flight slots free on their own)."""
         tokens = self.refill(now)
@@ -213,14 +223,34 @@ class Limiter:
 
 @attrs.frozen
 class Choice:
-    """A supplier chosen for one order, its limits taken."""
+    """A supplier chosen for one order, its limits taken: what the order's
+    attempt needs, and how the choice was made (``candidate``,
+    ``ranking``), built only when read: the dispatcher needs neither."""
 
-    candidate: Candidate
+    supplier: str
+    product_id: str
+    unit_price: Decimal
     #: why this one and not the best: "best", "tie", "explore", "overflow", "panic"
     why: str
+    #: the chosen candidate, or how to build it
+    _candidate: Candidate | Callable[[], Candidate] = attrs.field(alias="candidate", eq=False, repr=False)
     #: the ranking, or how to build it: the fast path finds its pick without
     #: ranking every candidate, so the explanation is built only if read
     _ranking: Ranking | Callable[[], Ranking] = attrs.field(alias="ranking", eq=False, repr=False)
+
+    @classmethod
+    def of(cls, candidate: Candidate, why: str, ranking: Ranking | Callable[[], Ranking]) -> Choice:
+        return cls(candidate.supplier, candidate.product_id, candidate.unit_price, why, candidate, ranking)
+
+    @property
+    def candidate(self) -> Candidate:
+        """The chosen candidate with the terms of its score, its limits as
+        they were just before the choice took them."""
+        candidate = self._candidate
+        if not isinstance(candidate, Candidate):
+            candidate = candidate()
+            object.__setattr__(self, "_candidate", candidate)
+        return candidate
 
     @property
     def ranking(self) -> Ranking:
@@ -369,7 +399,8 @@ class _Walk:
         # float(Decimal) is slow; the base price's float is the key
         price_f = offer.key if price is offer.base else float(price)
         score = self.router._terms(p, latency, price_f)[2]
-        heapq.heappush(self.pending, _Scored(score, price, name, offer, health, source, p, latency))
+        # ``_make`` is ``tuple.__new__``: a third of the cost of ``_Scored(...)``
+        heapq.heappush(self.pending, _Scored._make((score, price, name, offer, health, source, p, latency)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -501,6 +532,7 @@ class Router:
             # a RATE_LIMITED pause is a limit like the others: the supplier
             # stays a candidate that the order may wait for
             health, scope = board.health_of(sup_state, off_state, now)
+            limiter = self.limiters[sup.name]
             candidate = self._candidate(
                 sup.name,
                 offer,
@@ -509,8 +541,11 @@ class Router:
                 health,
                 board.success_of(sup_state, off_state, now),
                 board.latency_of(sup_state, off_state),
-                sup_state,
-                now,
+                sup_state.balance,
+                max(0.0, sup_state.paused_until - now),
+                limiter.refill(now),
+                limiter.in_flight,
+                limiter.max_in_flight,
             )
             if health is Health.EJECTED:
                 excluded.append(Exclusion(sup.name, Excluded.EJECTED, f"{scope} ejected"))
@@ -545,11 +580,13 @@ class Router:
         health: Health,
         p: float,
         latency: float,
-        sup_state: SupplierState,
-        now: float,
+        balance: Decimal | None,
+        paused_s: float,
+        tokens: float,
+        in_flight: int,
+        max_in_flight: int,
     ) -> Candidate:
         failure_term, latency_term, score = self._terms(p, latency, float(price))
-        limiter = self.limiters[name]
         return Candidate(
             supplier=name,
             product_id=offer.product_id,
@@ -561,12 +598,12 @@ class Router:
             latency_term=latency_term,
             score=score,
             health=health,
-            in_flight=limiter.in_flight,
-            max_in_flight=limiter.max_in_flight,
-            tokens=limiter.refill(now),
-            balance=sup_state.balance,
+            in_flight=in_flight,
+            max_in_flight=max_in_flight,
+            tokens=tokens,
+            balance=balance,
             price_source=source,
-            paused_s=max(0.0, sup_state.paused_until - now),
+            paused_s=paused_s,
         )
 
     # -------------------------------------------------------------- choice
@@ -645,19 +682,36 @@ class Router:
                 pick, why = min(cheaper), "explore"
         for i, c in enumerate(_picked_first(walk, best, pick)):
             sup = c.offer.sup
-            if max(0.0, sup.paused_until - now) > 0:
+            if sup.paused_until > now:
                 continue
             limiter = self.limiters[c.name]
-            if limiter.can_submit(now):
-                candidate = self._candidate(
-                    c.name, c.offer.offer, c.price, c.source, c.health, c.success, c.latency, sup, now
+            taken = limiter.try_take(now)
+            if taken is not None:
+                if c.health is not _HEALTHY:
+                    # (a healthy candidate's supplier and offer are not probing)
+                    self._mark_probe(c.name, sku, now)
+                offer = c.offer.offer
+                # the candidate and the ranking are built when read
+                candidate = functools.partial(
+                    self._candidate,
+                    c.name,
+                    offer,
+                    c.price,
+                    c.source,
+                    c.health,
+                    c.success,
+                    c.latency,
+                    sup.balance,
+                    0.0,
+                    *taken,
+                    limiter.max_in_flight,
                 )
-                limiter.take_submit(now)
-                self._mark_probe(c.name, sku, now)
                 explain = functools.partial(
                     self.rank, sku, now, max_price=max_price, tried=frozenset(tried), quantity=quantity
                 )
-                return Choice(candidate, why if i == 0 else "overflow", explain)
+                return Choice(
+                    c.name, offer.product_id, c.price, why if i == 0 else "overflow", candidate, explain
+                )
         return self.rank(sku, now, max_price=max_price, tried=tried, quantity=quantity)
 
     def _walk(
@@ -727,7 +781,7 @@ class Router:
             if limiter.can_submit(now):
                 limiter.take_submit(now)
                 self._mark_probe(candidate.supplier, ranking.sku, now)
-                return Choice(candidate, why if i == 0 else "overflow", ranking)
+                return Choice.of(candidate, why if i == 0 else "overflow", ranking)
         return ranking
 
     def _ties(self, order: list[Candidate]) -> list[Candidate]:
