@@ -59,6 +59,8 @@ CALLBACK_RESULTS = (
 RECENT_CAPACITY = 10_000
 #: recovered orders whose tasks start in one scheduler pass
 RECOVERY_BATCH = 500
+#: open orders read from the journal at a time while recovering
+RECOVERY_LOAD = 2_000
 #: longest a plugin call may take whatever its own timeout says; beyond it
 #: the reply is treated as UNKNOWN
 HARD_TIMEOUT_FACTOR = 2.0
@@ -134,6 +136,12 @@ class Dispatcher:
         self.metrics = metrics
         self.wall = wall
         self._open: dict[str, Order] = {}
+        #: open orders in the journal not read yet, by id and by the keys of
+        #: their attempts: whatever concerns one of them waits for
+        #: ``_recovered`` (see ``serve``)
+        self._unread: set[str] = set()
+        self._unread_attempts: set[str] = set()
+        self._recovered = trio.Event()
         self._recent: OrderedDict[str, Order] = OrderedDict()
         #: the attempts of the orders in ``_recent``, by attempt key (a
         #: callback often comes after its order settled)
@@ -172,34 +180,67 @@ class Dispatcher:
     # ------------------------------------------------------------- lifecycle
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover every open order from the journal, then hold the order
-        tasks until cancelled. Reports started only after recovery."""
+        """Recover every open order from the journal and hold the order
+        tasks until cancelled.
+
+        Reports started (ready) once every open order is known by id and by
+        its attempts' keys, and the oldest are read: a start with 100,000
+        open orders would otherwise wait seconds for all of them to be read
+        and decoded. The rest are read in batches meanwhile, each order's
+        task starting as it comes (a live attempt is queried first, as
+        always). Nothing else touches an order until it is read: a repeat
+        of its id, a status request, a callback for one of its attempts or
+        a resolution waits for the recovery to finish (``_wait_read``), so
+        there is only ever one copy of an open order, the one its task
+        drives; new orders go through at once."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._naps.run)
-            recovered = await self.journal.open_orders()
-            for order in recovered:
-                self._open[order.order_id] = order
-                self._index(order)
-            self.metrics.open_orders.set(len(self._open))
-            if recovered:
-                log.info("recovered %d open orders from the journal", len(recovered))
-            # every open order is known (a repeat is recognised, a callback
-            # finds its attempt): ready, while the orders' tasks start
+            ids, attempt_keys = await self.journal.open_keys()
+            self._unread, self._unread_attempts = set(ids), attempt_keys
+            # the oldest before ready: a journal the key cannot open fails
+            # the start rather than a running daemon
+            first = await self._read_recovered(ids[:RECOVERY_LOAD])
+            if len(ids) > RECOVERY_LOAD:
+                log.info("recovering %d open orders from the journal", len(ids))
             self.ready = True
             for name in self.clients:
                 self._refreshing.add(name)
                 nursery.start_soon(self._refresh, name)
             task_status.started()
-            await self._start_recovered(nursery, recovered)
+            await self._start_recovered(nursery, first)
+            for start in range(RECOVERY_LOAD, len(ids), RECOVERY_LOAD):
+                batch = await self._read_recovered(ids[start : start + RECOVERY_LOAD])
+                await self._start_recovered(nursery, batch)
+            self._unread_attempts.clear()
+            self._recovered.set()
+            if ids:
+                log.info("recovered %d open orders from the journal", len(ids))
             await trio.sleep_forever()
+
+    async def _read_recovered(self, ids: list[str]) -> list[Order]:
+        """Read open orders ``ids`` from the journal and hold them as open."""
+        recovered = await self.journal.load_many(ids)
+        for order in recovered:
+            self._open[order.order_id] = order
+            self._index(order)
+            self._unread_attempts.difference_update(a.key for a in order.attempts)
+        self._unread.difference_update(ids)
+        self.metrics.open_orders.set(self.open_count)
+        return recovered
+
+    async def _wait_read(self, order_id: str | None = None, attempt_key: str | None = None) -> None:
+        """Wait for the recovery if the order (or the attempt) is one of
+        the open orders not read from the journal yet."""
+        if order_id in self._unread or attempt_key in self._unread_attempts:
+            await self._recovered.wait()
 
     async def _start_recovered(self, nursery: trio.Nursery, recovered: list[Order]) -> None:
         """Start a task for each recovered order, a batch per scheduler
-        pass: 100,000 tasks started in one pass would hold up everything
-        else (new orders, the readiness report) until each had run its first
-        step. A recovered order settled meanwhile (a callback) still gets
-        its task, which finds nothing left to do."""
+        pass: thousands of tasks started in one pass would hold up
+        everything else (new orders, the readiness report) until each had
+        run its first step. A recovered order settled meanwhile (a
+        callback) still gets its task, which finds nothing left to do."""
         for start in range(0, len(recovered), RECOVERY_BATCH):
             for order in recovered[start : start + RECOVERY_BATCH]:
                 nursery.start_soon(self._drive, order)
@@ -207,7 +248,8 @@ class Dispatcher:
 
     @property
     def open_count(self) -> int:
-        return len(self._open)
+        """Open orders, those still being recovered included."""
+        return len(self._open) + len(self._unread)
 
     async def wait_submits_done(self) -> None:
         """Return once no submit is on the wire (used by shutdown)."""
@@ -400,10 +442,11 @@ class Dispatcher:
             raise ShuttingDown("the daemon is shutting down")
         if not self.ready or self._nursery is None:
             raise NotReady("the daemon is still recovering")
+        await self._wait_read(request.order_id)
         while (pending := self._intake.get(request.order_id)) is not None:
             await pending.wait()  # a concurrent POST of the same id is being journaled
         existing = self._cached(request.order_id)
-        if existing is None and len(self._open) >= self.config.orders.max_open:
+        if existing is None and self.open_count >= self.config.orders.max_open:
             # a stored order is answered with itself even when no new order
             # may come in; otherwise the journal is not read up front: the
             # intake commit finds a stored order (INSERT OR IGNORE) anyway
@@ -417,8 +460,8 @@ class Dispatcher:
             if existing.request.identity() != request.identity():
                 raise OrderConflict(existing)
             return existing, False
-        if len(self._open) >= self.config.orders.max_open:
-            raise Overloaded(f"{len(self._open)} orders are open")
+        if self.open_count >= self.config.orders.max_open:
+            raise Overloaded(f"{self.open_count} orders are open")
         order = Order.receive(request, self.wall())
         first = self._first_attempt(order) if route_now else None
         done = self._intake[request.order_id] = trio.Event()
@@ -442,7 +485,7 @@ class Dispatcher:
         if first is not None:
             self._index(order)
         self.metrics.orders_received.inc()
-        self.metrics.open_orders.set(len(self._open))
+        self.metrics.open_orders.set(self.open_count)
         self._nursery.start_soon(self._drive, order, first)
         return order, True
 
@@ -462,6 +505,7 @@ class Dispatcher:
         return choice, attempt
 
     async def get(self, order_id: str) -> Order | None:
+        await self._wait_read(order_id)
         order = self._cached(order_id)
         if order is None:
             order = await self.journal.load(order_id)
@@ -536,7 +580,7 @@ class Dispatcher:
                     self._naps.forget(attempt.key)
                 self._remember(order)
                 self.metrics.child(self.metrics.orders, order.state.value).inc()
-                self.metrics.open_orders.set(len(self._open))
+                self.metrics.open_orders.set(self.open_count)
             event = self._changed.pop(order.order_id, None)
             if event is not None:
                 event.set()
@@ -755,6 +799,7 @@ class Dispatcher:
             and abs(now - callback.sent_at) > self.config.callbacks.replay_window_s
         ):
             return "stale"
+        await self._wait_read(attempt_key=callback.attempt_key)
         order = self._by_attempt.get(callback.attempt_key)
         if order is None:
             order = self._cached_by_attempt(callback.attempt_key) or await self.journal.load_by_attempt(

@@ -309,6 +309,53 @@ def _load_where(
 #: order ids per attempts query (SQLite allows 32,766 parameters)
 _CHUNK = 10_000
 
+_JOINED_COLUMNS = (
+    ", ".join(f"o.{c.strip()}" for c in _ORDER_COLUMNS.split(","))
+    + ", "
+    + ", ".join(f"a.{c.strip()}" for c in _ATTEMPT_COLUMNS.split(","))
+)
+_ORDER_WIDTH = len(_ORDER_COLUMNS.split(","))
+_OPEN_WHERE = f"o.state IN ({','.join('?' * len(_OPEN_STATES))})"
+
+
+def _open_keys(db: sqlite3.Connection) -> tuple[list[str], set[str]]:
+    """The ids of every open order, oldest first, and the keys of all their
+    attempts: narrow rows, a tenth of the cost of reading the orders."""
+    created: dict[str, float] = {}
+    keys: set[str] = set()
+    sql = (
+        "SELECT o.order_id, o.created_at, a.attempt_key"
+        f" FROM orders o LEFT JOIN attempts a ON a.order_id = o.order_id WHERE {_OPEN_WHERE}"
+    )
+    for order_id, created_at, key in db.execute(sql, _OPEN_STATES):
+        created[order_id] = created_at
+        if key is not None:
+            keys.add(key)
+    return sorted(created, key=created.__getitem__), keys
+
+
+def _load_ids(db: sqlite3.Connection, ids: Sequence[str], cipher: FieldCipher | None) -> list[Order]:
+    """The orders ``ids`` (in that order; missing ones left out) with their
+    attempts, from one join: each order's row comes with each attempt."""
+    rows: dict[str, tuple[Any, ...]] = {}
+    attempts: dict[str, list[tuple[Any, ...]]] = {}
+    width = _ORDER_WIDTH
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        sql = (
+            f"SELECT {_JOINED_COLUMNS} FROM orders o LEFT JOIN attempts a ON a.order_id = o.order_id"
+            f" WHERE o.order_id IN ({','.join('?' * len(chunk))})"
+        )
+        for joined in db.execute(sql, chunk):
+            order_id = joined[0]
+            mine = attempts.get(order_id)
+            if mine is None:
+                rows[order_id] = joined
+                mine = attempts[order_id] = []
+            if joined[width] is not None:
+                mine.append(joined[width:])
+    return [_order_from(rows[i], attempts[i], cipher) for i in ids if i in rows]
+
 
 @attrs.frozen
 class JournalStatistics:
@@ -527,10 +574,20 @@ class Journal:
         return await self._read(work)
 
     async def open_orders(self) -> list[Order]:
-        """Every order the daemon still has to drive (not settled)."""
-        marks = ",".join("?" * len(_OPEN_STATES))
+        """Every order the daemon still has to drive (not settled), oldest
+        first."""
+        ids, _keys = await self.open_keys()
+        return await self.load_many(ids)
+
+    async def open_keys(self) -> tuple[list[str], set[str]]:
+        """The ids of the orders the daemon still has to drive, oldest
+        first, and the keys of all their attempts (see ``load_many``)."""
+        return await self._read(_open_keys)
+
+    async def load_many(self, ids: Sequence[str]) -> list[Order]:
+        """The orders ``ids``, in that order (ids not found are left out)."""
         cipher = self.cipher
-        return await self._read(lambda db: _load_where(db, f"state IN ({marks})", _OPEN_STATES, None, cipher))
+        return await self._read(lambda db: _load_ids(db, ids, cipher))
 
     async def orders_in(self, state: State, limit: int = 1000) -> list[Order]:
         cipher = self.cipher

@@ -3,15 +3,20 @@ not flooded with queries, and new orders go through meanwhile."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from conftest import ledger, start_daemon, supplier, write_config
 
+from kamen_router import dispatch
 from kamen_router.config import load_config
 from kamen_router.daemon import serve_simulated_supplier
+from kamen_router.journal import Journal
+from kamen_router.orders import Order
 from kamen_router.plugin import load_plugins
 
 SKU = "mobile-cmcc-100"
@@ -108,3 +113,85 @@ async def test_recovered_orders_are_queried_a_few_at_a_time(nursery: trio.Nurser
         )
         assert all(o["submits"] == 1 for o in taken)
         await second.stop()
+
+
+async def test_ready_before_every_open_order_is_read_and_nothing_sees_two_copies(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 orders are pending when the daemon stops. The next daemon reads
+    them 4 at a time from a slow journal and is ready after the first 4;
+    a status request, a repeated POST and the wait for each unread order
+    wait for it to be read and answer with the one copy its task drives, so
+    every order is submitted once and delivered once, and a new order goes
+    through while the rest are still being read."""
+    monkeypatch.setattr(dispatch, "RECOVERY_LOAD", 4)
+    load_many = Journal.load_many
+
+    async def slow_load_many(self: Journal, ids: Sequence[str]) -> list[Order]:
+        await trio.sleep(0.3)  # a slow disk: ~2 s for all of them
+        return await load_many(self, ids)
+
+    with trio.fail_after(60):
+        url, path = await _pending_orders(nursery, tmp_path, 30, pending_s=2)
+        monkeypatch.setattr(Journal, "load_many", slow_load_many)
+        second = await start_daemon(nursery, path)
+        dispatcher = second.info.dispatcher
+        assert dispatcher.open_count == 30
+        assert len(dispatcher._unread) == 26  # ready with only the oldest read
+        fresh = await second.order({"order_id": "new-1", "sku": SKU, "account": "13800138000", "wait_s": 10})
+        assert (fresh["state"], fresh["supplier"]) == ("delivered", "other")
+        assert dispatcher._unread  # still reading
+
+        last = await second.get("r29")  # not read yet: waits for it
+        assert last.status_code in (200, 202) and last.json()["state"] in ("pending", "delivered")
+        assert not dispatcher._unread
+        repeat = await second.post({"order_id": "r28", "sku": SKU, "account": "13800138000", "wait_s": 30})
+        assert repeat.status_code == 200 and repeat.json()["state"] == "delivered"
+
+        final = {f"r{i}": (await second.get(f"r{i}", wait_s=30)).json() for i in range(30)}
+        assert {o["state"] for o in final.values()} == {"delivered"}
+        assert {len(o["attempts"]) for o in final.values()} == {1}
+        taken = await ledger(url)
+        assert sorted(o["merchant_order_no"] for o in taken) == sorted(
+            o["attempts"][0]["attempt_key"] for o in final.values()
+        )
+        assert all(o["submits"] == 1 for o in taken)
+        await second.stop()
+
+
+async def _pending_orders(
+    nursery: trio.Nursery, tmp_path: Path, count: int, *, pending_s: float
+) -> tuple[str, Path]:
+    """``count`` orders r0, r1, ... pending at a supplier ``slow`` (served
+    here, outliving the daemon that took them); returns its URL and the
+    config for the next daemon, where ``other`` is cheaper."""
+    sim_cfg = load_config(
+        write_config(
+            tmp_path / "sim",
+            {"slow": supplier({SKU: "98.20"}, simulate={"pending_rate": 1.0, "pending_s": pending_s})},
+            skus={SKU: {}},
+        )
+    )
+    url = await nursery.start(serve_simulated_supplier, load_plugins(None)["sim"], sim_cfg.suppliers["slow"])
+    path = write_config(
+        tmp_path / "d",
+        {"slow": supplier({SKU: "98.20"}, endpoint=url), "other": supplier({SKU: "98.90"})},
+        skus={SKU: {}},
+    )
+    first = await start_daemon(nursery, path)
+    for i in range(count):
+        reply = await first.post({"order_id": f"r{i}", "sku": SKU, "account": "13800138000", "wait_s": 0})
+        assert reply.status_code == 202, reply.text
+    for _ in range(200):
+        states = [(await first.get(f"r{i}")).json()["state"] for i in range(count)]
+        if all(state == "pending" for state in states):
+            break
+        await trio.sleep(0.05)
+    assert all(state == "pending" for state in states), states
+    await first.stop()
+    path = write_config(
+        tmp_path / "d",
+        {"slow": supplier({SKU: "98.20"}, endpoint=url), "other": supplier({SKU: "97.00"})},
+        skus={SKU: {}},
+    )
+    return url, path
