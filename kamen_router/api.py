@@ -101,7 +101,7 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
         ):
             raise _invalid(
                 "max_price",
-                f'must be a positive decimal up to {MAX_PRICE} with at most {MAX_PRICE_PLACES} decimals,'
+                f"must be a positive decimal up to {MAX_PRICE} with at most {MAX_PRICE_PLACES} decimals,"
                 ' such as 99.50 or "99.50"',
             )
     orders = config.orders
