@@ -767,7 +767,8 @@ def summary_rows() -> list[list[str]]:
             target = int(n) >= 100_000
             row(
                 f"ready with {int(n):,} open orders (s)",
-                f"{fmt(cell['ready_s'], 2)} (empty {fmt(rec['ready_empty_s'], 2)})",
+                f"{fmt(cell['ready_s'], 2)} (empty {fmt(rec['ready_empty_s'], 2)};"
+                f" all read {fmt(cell.get('all_read_s'), 2)})",
                 "<= 5 s" if target else "(report)",
                 cell["ready_s"] <= 5 if target else None,
             )

@@ -192,7 +192,8 @@ class Dispatcher:
         of its id, a status request, a callback for one of its attempts or
         a resolution waits for the recovery to finish (``_wait_read``), so
         there is only ever one copy of an open order, the one its task
-        drives; new orders go through at once."""
+        drives; new orders go through at once. The tasks start once every
+        order is read."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._naps.run)
@@ -208,14 +209,17 @@ class Dispatcher:
                 self._refreshing.add(name)
                 nursery.start_soon(self._refresh, name)
             task_status.started()
-            await self._start_recovered(nursery, first)
+            # every order read before any task starts: a hundred thousand
+            # tasks querying their suppliers would slow the reading down
+            # tenfold, and whatever waits for an unread order waits longer
+            recovered = first
             for start in range(RECOVERY_LOAD, len(ids), RECOVERY_LOAD):
-                batch = await self._read_recovered(ids[start : start + RECOVERY_LOAD])
-                await self._start_recovered(nursery, batch)
+                recovered += await self._read_recovered(ids[start : start + RECOVERY_LOAD])
             self._unread_attempts.clear()
             self._recovered.set()
             if ids:
                 log.info("recovered %d open orders from the journal", len(ids))
+            await self._start_recovered(nursery, recovered)
             await trio.sleep_forever()
 
     async def _read_recovered(self, ids: list[str]) -> list[Order]:
