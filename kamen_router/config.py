@@ -143,6 +143,9 @@ class OrdersConfig:
     max_open: int = 100_000
     #: on shutdown, how long submits already on the wire may take to answer
     shutdown_grace_s: float = 10.0
+    #: with callbacks on, how long a PENDING attempt at a supplier that calls
+    #: back goes between queries at least (0: the plugin's schedule alone)
+    callback_wait_s: float = 120.0
 
 
 @attrs.frozen
@@ -388,6 +391,9 @@ def _read_router(node: s.Node, base: Path) -> dict[str, Any]:
             max_open=orders.get("max_open", s.as_int, o.max_open, check=s.between(1, 10_000_000)),
             shutdown_grace_s=orders.get(
                 "shutdown_grace_s", s.as_float, o.shutdown_grace_s, check=s.between(0, 600)
+            ),
+            callback_wait_s=orders.get(
+                "callback_wait_s", s.as_float, o.callback_wait_s, check=s.between(0, 86400)
             ),
         ),
     )

@@ -971,6 +971,9 @@ class Dispatcher:
             return
         schedule = plugin.schedule
         limit = self.config.orders.reconcile_limit_s
+        # a supplier that calls back settles a PENDING attempt itself (and
+        # its callback wakes this task): queries are only the safety net
+        calls_back = self.callback_base is not None and hasattr(plugin, "parse_callback")
         delay = schedule.first_query_s
         queries = 0
         not_found_since: float | None = None
@@ -985,7 +988,10 @@ class Dispatcher:
                 )
                 await self._save(order)
                 return
-            await self._nap(attempt.key, min(delay, max(0.0, attempt.started_at + limit - now)))
+            wait = delay
+            if calls_back and attempt.state is AttemptState.PENDING:
+                wait = max(delay, self.config.orders.callback_wait_s)
+            await self._nap(attempt.key, min(wait, max(0.0, attempt.started_at + limit - now)))
             if not attempt.live:
                 return  # a callback answered first
             # the first query after first_query_s, the next after interval_s,

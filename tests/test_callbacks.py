@@ -200,3 +200,39 @@ async def test_real_simulator_callbacks_duplicated_reordered_and_racing_the_repl
         assert len(ledger) == 20 and all(e["status"] == "success" for e in ledger)
         assert await daemon.ledger("other") == []
         await daemon.stop()
+
+
+async def _queries(daemon: RunningDaemon) -> float:
+    total = 0.0
+    for line in (await daemon.scrape()).splitlines():
+        if line.startswith("kamen_router_attempts_total{") and 'operation="query"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_pending_order_at_a_supplier_that_calls_back_is_queried_sparingly(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """With callbacks on, an attempt PENDING at a supplier that calls back
+    is queried at most once per ``orders.callback_wait_s`` (the sim plugin
+    alone queries it three times in 5 s); its callback settles it at
+    once. With ``callback_wait_s: 0`` the plugin's schedule alone applies."""
+    with trio.fail_after(40):
+        for wait_s, most, least in ((3, 1, 1), (0, 99, 3)):
+            path = write_config(
+                tmp_path / f"w{wait_s}",
+                {"slow": supplier({"mobile-cmcc-100": "98.00"}, simulate=SLOW)},
+                skus=SKUS,
+                callbacks={"listen": "127.0.0.1:0"},
+                orders={"callback_wait_s": wait_s},
+            )
+            daemon = await start_daemon(nursery, path)
+            order = await _pending_order(daemon, "sparing")
+            await trio.sleep(4)
+            queried = await _queries(daemon)
+            assert least <= queried <= most, (wait_s, queried)
+            reply = await _post(daemon, "slow", _body(order["attempts"][0]))
+            assert (reply.status_code, reply.text) == (200, "ok")
+            settled = (await daemon.get("sparing", wait_s=5)).json()
+            assert settled["state"] == "delivered"
+            await daemon.stop()
