@@ -68,8 +68,10 @@ def parse_order(body: object, config: RouterConfig) -> tuple[OrderRequest, float
     sku = body.get("sku")
     if not isinstance(sku, str) or not sku:
         raise _invalid("sku", "required: a string")
-    if sku not in config.skus:
+    known = config.skus.get(sku)
+    if known is None:
         raise BadRequest(f"sku: unknown sku {sku[:64]!r}", code="unknown_sku")
+    sku = known.sku  # the configuration's string: one copy, not one per order held
     quantity = body.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
         raise _invalid("quantity", f"must be an integer from 1 to {MAX_QUANTITY}")

@@ -559,13 +559,20 @@ class Dispatcher:
         try:
             if first is not None:
                 # started at intake and journaled with the order: submit it
-                await self._run_attempt(order, *first)
+                live = await self._run_attempt(order, *first)
+                first = None  # (the choice is not kept while the attempt is followed)
+                if live is not None:
+                    await self._follow(order, live)
             elif (live := order.live_attempt) is not None:
                 # recovered with an attempt that may have been taken:
                 # reconcile it by query before anything else
                 await self._follow(order, live)
             while not order.settled and not self.draining:
-                await self._next_attempt(order)
+                # followed from here, not from within: an order pending for
+                # minutes holds one coroutine frame fewer
+                live = await self._next_attempt(order)
+                if live is not None:
+                    await self._follow(order, live)
         except Exception:
             log.exception("order %s: internal error; handing it to a human", order.order_id)
             with trio.CancelScope(shield=True):
@@ -589,14 +596,16 @@ class Dispatcher:
             if event is not None:
                 event.set()
 
-    async def _next_attempt(self, order: Order) -> None:
+    async def _next_attempt(self, order: Order) -> Attempt | None:
+        """Route the order and submit a new attempt; returns it if it is
+        PENDING or UNKNOWN, for the caller to follow."""
         now = self.wall()
         if order.state is State.RECEIVED:
             order.start_routing(now)
         if now >= order.deadline_at:
             order.fail("deadline_exceeded", "no supplier delivered before the order's deadline", now)
             await self._save(order)
-            return
+            return None
         choice = await self._choose(order)
         if not isinstance(choice, Choice):
             now = self.wall()
@@ -616,12 +625,15 @@ class Dispatcher:
                 )
                 order.fail("no_supplier", f"no supplier can take this order ({why})", now)
             await self._save(order)
-            return
-        await self._run_attempt(order, choice)
+            return None
+        return await self._run_attempt(order, choice)
 
-    async def _run_attempt(self, order: Order, choice: Choice, attempt: Attempt | None = None) -> None:
-        """Submit an attempt at the chosen supplier (whose limits are taken)
-        and follow it until it ends; ``attempt`` is one already journaled."""
+    async def _run_attempt(
+        self, order: Order, choice: Choice, attempt: Attempt | None = None
+    ) -> Attempt | None:
+        """Submit an attempt at the chosen supplier (whose limits are taken);
+        ``attempt`` is one already journaled. Returns the attempt if it is
+        PENDING or UNKNOWN: the caller follows it (``_follow``)."""
         try:
             if attempt is None:
                 attempt = order.start_attempt(
@@ -633,8 +645,7 @@ class Dispatcher:
             await self._submit_attempt(order, attempt, holding_slot=True)
         finally:
             self.router.release(choice.supplier)
-        if attempt.state in (AttemptState.PENDING, AttemptState.UNKNOWN):
-            await self._follow(order, attempt)
+        return attempt if attempt.state in (AttemptState.PENDING, AttemptState.UNKNOWN) else None
 
     async def _choose(self, order: Order) -> Choice | Ranking | None:
         """A supplier with its limits taken, or the ranking that says why
@@ -784,10 +795,6 @@ class Dispatcher:
         for attempt in order.attempts:
             if attempt.live:
                 self._by_attempt[attempt.key] = order
-
-    async def _nap(self, attempt_key: str, seconds: float) -> None:
-        """Sleep until the next query is due, or until a callback arrives."""
-        await self._naps.nap(attempt_key, seconds)
 
     def _nudge(self, attempt_key: str) -> None:
         self._naps.nudge(attempt_key)
@@ -991,7 +998,8 @@ class Dispatcher:
             wait = delay
             if calls_back and attempt.state is AttemptState.PENDING:
                 wait = max(delay, self.config.orders.callback_wait_s)
-            await self._nap(attempt.key, min(wait, max(0.0, attempt.started_at + limit - now)))
+            # until the next query is due, or a callback arrives (``_nudge``)
+            await self._naps.nap(attempt.key, min(wait, max(0.0, attempt.started_at + limit - now)))
             if not attempt.live:
                 return  # a callback answered first
             # the first query after first_query_s, the next after interval_s,
