@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args, config)
     plugins = load_plugins(config.plugins_dir)
     daemon = Daemon(config, plugins, notifier=Notifier(), handle_signals=True)
-    _tune_gc()
+    tune_gc()
     trio.run(daemon.run)
     return 0
 
@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 GC_THRESHOLDS = (10_000, 20, 10)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Collect cycles less often in the daemon. Nearly everything an order
     allocates is freed by reference counting, yet at the interpreter's
     default every 700 allocations set off a collection, a few times per

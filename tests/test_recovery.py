@@ -39,45 +39,15 @@ async def test_recovered_orders_are_queried_a_few_at_a_time(nursery: trio.Nurser
     with trio.fail_after(60):
         # the supplier answers every request after 50 ms and keeps each
         # order processing for 3 s: long enough to outlive the first daemon
-        sim_cfg = load_config(
-            write_config(
-                tmp_path / "sim",
-                {
-                    "slow": supplier(
-                        {SKU: "98.20"},
-                        simulate={"pending_rate": 1.0, "pending_s": 3, "latency_ms": [50, 50]},
-                    )
-                },
-                skus={SKU: {}},
-            )
-        )
-        sim = load_plugins(None)["sim"]
-        url = await nursery.start(serve_simulated_supplier, sim, sim_cfg.suppliers["slow"])
         limits = {"rate_per_s": 1000, "max_in_flight": SLOTS, "timeout_s": 2}
-        path = write_config(
-            tmp_path / "d",
-            {
-                "slow": supplier({SKU: "98.20"}, endpoint=url, limits={**limits, "max_in_flight": OPEN}),
-                "other": supplier({SKU: "98.90"}),
-            },
-            skus={SKU: {}},
+        url = await _pending_orders(
+            nursery,
+            tmp_path,
+            OPEN,
+            simulate={"pending_rate": 1.0, "pending_s": 3, "latency_ms": [50, 50]},
+            limits={**limits, "max_in_flight": OPEN},
+            together=True,
         )
-        first = await start_daemon(nursery, path)
-
-        async def post(i: int) -> None:
-            reply = await first.post({"order_id": f"r{i}", "sku": SKU, "account": "13800138000", "wait_s": 0})
-            assert reply.status_code == 202, reply.text
-
-        async with trio.open_nursery() as posting:
-            for i in range(OPEN):
-                posting.start_soon(post, i)
-        for _ in range(200):  # every order submitted and answered PENDING
-            states = [(await first.get(f"r{i}")).json()["state"] for i in range(OPEN)]
-            if all(state == "pending" for state in states):
-                break
-            await trio.sleep(0.05)
-        assert all(state == "pending" for state in states), states
-        await first.stop()
         # the submits overlapped (so the check below can fail)
         assert await _peak_requests(url) > SLOTS
 
@@ -132,7 +102,12 @@ async def test_ready_before_every_open_order_is_read_and_nothing_sees_two_copies
         return await load_many(self, ids)
 
     with trio.fail_after(60):
-        url, path = await _pending_orders(nursery, tmp_path, 30, pending_s=2)
+        url = await _pending_orders(nursery, tmp_path, 30, simulate={"pending_rate": 1.0, "pending_s": 2})
+        path = write_config(
+            tmp_path / "d",
+            {"slow": supplier({SKU: "98.20"}, endpoint=url), "other": supplier({SKU: "97.00"})},
+            skus={SKU: {}},
+        )
         monkeypatch.setattr(Journal, "load_many", slow_load_many)
         second = await start_daemon(nursery, path)
         dispatcher = second.info.dispatcher
@@ -160,38 +135,46 @@ async def test_ready_before_every_open_order_is_read_and_nothing_sees_two_copies
 
 
 async def _pending_orders(
-    nursery: trio.Nursery, tmp_path: Path, count: int, *, pending_s: float
-) -> tuple[str, Path]:
-    """``count`` orders r0, r1, ... pending at a supplier ``slow`` (served
-    here, outliving the daemon that took them); returns its URL and the
-    config for the next daemon, where ``other`` is cheaper."""
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    count: int,
+    *,
+    simulate: dict[str, Any],
+    limits: dict[str, Any] | None = None,
+    together: bool = False,
+) -> str:
+    """``count`` orders r0, r1, ... pending at a supplier ``slow`` (simulated
+    here, so that it outlives the daemon that took them, which is stopped;
+    ``together``: posted all at once); returns the supplier's URL."""
     sim_cfg = load_config(
-        write_config(
-            tmp_path / "sim",
-            {"slow": supplier({SKU: "98.20"}, simulate={"pending_rate": 1.0, "pending_s": pending_s})},
-            skus={SKU: {}},
-        )
+        write_config(tmp_path / "sim", {"slow": supplier({SKU: "98.20"}, simulate=simulate)}, skus={SKU: {}})
     )
-    url = await nursery.start(serve_simulated_supplier, load_plugins(None)["sim"], sim_cfg.suppliers["slow"])
+    url: str = await nursery.start(
+        serve_simulated_supplier, load_plugins(None)["sim"], sim_cfg.suppliers["slow"]
+    )
+    extra = {} if limits is None else {"limits": limits}
     path = write_config(
         tmp_path / "d",
-        {"slow": supplier({SKU: "98.20"}, endpoint=url), "other": supplier({SKU: "98.90"})},
+        {"slow": supplier({SKU: "98.20"}, endpoint=url, **extra), "other": supplier({SKU: "98.90"})},
         skus={SKU: {}},
     )
     first = await start_daemon(nursery, path)
-    for i in range(count):
+
+    async def post(i: int) -> None:
         reply = await first.post({"order_id": f"r{i}", "sku": SKU, "account": "13800138000", "wait_s": 0})
         assert reply.status_code == 202, reply.text
-    for _ in range(200):
+
+    async with trio.open_nursery() as posting:
+        for i in range(count):
+            if together:
+                posting.start_soon(post, i)
+            else:
+                await post(i)
+    for _ in range(200):  # every order submitted and answered PENDING
         states = [(await first.get(f"r{i}")).json()["state"] for i in range(count)]
         if all(state == "pending" for state in states):
             break
         await trio.sleep(0.05)
     assert all(state == "pending" for state in states), states
     await first.stop()
-    path = write_config(
-        tmp_path / "d",
-        {"slow": supplier({SKU: "98.20"}, endpoint=url), "other": supplier({SKU: "97.00"})},
-        skus={SKU: {}},
-    )
-    return url, path
+    return url
