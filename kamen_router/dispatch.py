@@ -186,14 +186,13 @@ class Dispatcher:
         Reports started (ready) once every open order is known by id and by
         its attempts' keys, and the oldest are read: a start with 100,000
         open orders would otherwise wait seconds for all of them to be read
-        and decoded. The rest are read in batches meanwhile, each order's
-        task starting as it comes (a live attempt is queried first, as
-        always). Nothing else touches an order until it is read: a repeat
-        of its id, a status request, a callback for one of its attempts or
-        a resolution waits for the recovery to finish (``_wait_read``), so
-        there is only ever one copy of an open order, the one its task
-        drives; new orders go through at once. The tasks start once every
-        order is read."""
+        and decoded. The rest are read in batches meanwhile; new orders go
+        through at once. Nothing else touches an order until it is read: a
+        repeat of its id, a status request, a callback for one of its
+        attempts or a resolution waits for the reading to finish
+        (``_wait_read``), so there is only ever one copy of an open order,
+        the one its task drives. The orders' tasks start once every order is
+        read (a live attempt is queried first, as always)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._naps.run)
