@@ -794,6 +794,8 @@ class Dispatcher:
         for attempt in order.attempts:
             if attempt.live:
                 self._by_attempt[attempt.key] = order
+                # a callback may come before the attempt's first nap
+                self._naps.expect(attempt.key)
 
     def _nudge(self, attempt_key: str) -> None:
         self._naps.nudge(attempt_key)

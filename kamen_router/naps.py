@@ -8,8 +8,9 @@ what this does: one heap of wake-up times, one timer task for all of them,
 and each sleeper parked with ``trio.lowlevel.wait_task_rescheduled``.
 
 A nudge for a key nobody is napping on is remembered, once, while the key is
-known (from its first nap until ``forget``): the next nap on it returns at
-once, so a wake-up that arrives between two naps is not lost.
+known (from ``expect`` or its first nap until ``forget``): the next nap on it
+returns at once, so a wake-up that arrives between two naps, or before the
+first, is not lost.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class Naps:
             trio.lowlevel.reschedule(parked[0], outcome.Value(True))
         elif key in self._known:
             self._known[key] = True
+
+    def expect(self, key: str) -> None:
+        """The key will nap: from now on a nudge for it is remembered even
+        before its first nap (a callback can overtake the task on its way
+        to it)."""
+        self._known.setdefault(key, False)
 
     def forget(self, key: str) -> None:
         """The key will not nap again: drop what is remembered of it."""

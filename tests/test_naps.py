@@ -71,6 +71,24 @@ async def test_a_nudge_between_naps_is_kept_once(nursery: trio.Nursery, autojump
     assert await naps.nap("k", 2) is False
 
 
+async def test_a_nudge_before_the_first_nap_is_kept_once_the_key_is_expected(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    """A callback can arrive between the submit reply and the follower's
+    first nap: once the key is expected, that nudge ends the first nap."""
+    naps = await _with_naps(nursery)
+    naps.expect("k")
+    naps.nudge("k")
+    before = trio.current_time()
+    assert await naps.nap("k", 120) is True
+    assert trio.current_time() == before
+    naps.expect("k")  # expecting again forgets no nudge, and adds none
+    assert await naps.nap("k", 2) is False
+    naps.nudge("k")
+    naps.expect("k")
+    assert await naps.nap("k", 120) is True
+
+
 async def test_cancelling_a_nap_leaves_no_sleeper(nursery: trio.Nursery, autojump_clock: MockClock) -> None:
     naps = await _with_naps(nursery)
     with trio.move_on_after(5):
