@@ -42,9 +42,10 @@ class _ReleasingStream(httpx.AsyncByteStream):
         self._stream = stream
         self._release: Callable[[], None] | None = release
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # the body's own iterator: a generator of ours around it would be
+        # left unfinished (and warned about) when a read is cancelled
+        return self._stream.__aiter__()
 
     async def aclose(self) -> None:
         release, self._release = self._release, None

@@ -108,6 +108,13 @@ async def test_failed_fails_over_with_a_new_attempt(make_daemon: Any) -> None:
 async def test_every_supplier_failing_fails_the_order(make_daemon: Any) -> None:
     with trio.fail_after(30):
         daemon = await make_daemon(three(cheap={"fail_rate": 1.0}, mid={"stock": 0}, dear={"balance": 1}))
+        # the first catalog and balance refresh run beside the first orders:
+        # wait for them to land, as the check below is about what they show
+        for _ in range(200):
+            route = (await daemon.http.get("/v1/route", params={"sku": "mobile-cmcc-100"})).json()
+            if len(route["excluded"]) == 2:
+                break
+            await trio.sleep(0.02)
         reply = await daemon.order({"order_id": "f3", "sku": "mobile-cmcc-100", "account": "13800138000"})
         assert reply["state"] == "failed"
         assert reply["error"]["code"] == "suppliers_exhausted"
