@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 # every benchmark (bench/*.py; results in bench/out/) and one summary table;
-# about 8 minutes on two cores, more on the first run (it builds journals)
+# 4-6 minutes on two cores, two more on the first run (it builds journals)
 bench: $(VENV)/.installed
 	$(BIN)/python bench/common.py all
 
