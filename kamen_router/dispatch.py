@@ -223,6 +223,8 @@ class Dispatcher:
 
     async def _read_recovered(self, ids: list[str]) -> list[Order]:
         """Read open orders ``ids`` from the journal and hold them as open."""
+        if not ids:
+            return []  # (an empty journal: no trip to the reader thread)
         recovered = await self.journal.load_many(ids)
         for order in recovered:
             self._open[order.order_id] = order
@@ -941,11 +943,10 @@ class Dispatcher:
         limiter = self.router.limiters.get(supplier)
         if limiter is None:
             return False
-        while not limiter.can_submit(self.clock()):
+        while limiter.try_take(self.clock()) is None:
             if self.wall() >= order.deadline_at:
                 return False
             await trio.sleep(min(max(limiter.wait_hint(self.clock()), 0.005), 0.05))
-        limiter.take_submit(self.clock())
         return True
 
     def _after_outcome(self, order: Order, attempt: Attempt, outcome: Outcome) -> None:

@@ -778,8 +778,7 @@ class Router:
             if candidate.paused_s > 0:
                 continue
             limiter = self.limiters[candidate.supplier]
-            if limiter.can_submit(now):
-                limiter.take_submit(now)
+            if limiter.try_take(now) is not None:
                 self._mark_probe(candidate.supplier, ranking.sku, now)
                 return Choice.of(candidate, why if i == 0 else "overflow", ranking)
         return ranking
