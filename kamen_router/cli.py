@@ -31,9 +31,11 @@ from .money import format_money
 DEFAULT_CONFIG = os.environ.get("KAMEN_ROUTER_CONFIG", "router.yaml")
 
 
-def _setup_logging(args: argparse.Namespace, config: RouterConfig | None = None) -> None:
+def _setup_logging(
+    args: argparse.Namespace, config: RouterConfig | None = None, batch_s: float = 0.0
+) -> None:
     level = args.log_level or (config.logging.level if config else "info")
-    logs.setup(level, config.logging.format if config else "logfmt")
+    logs.setup(level, config.logging.format if config else "logfmt", batch_s)
     if config is not None:
         logs.SECRETS.set_secrets(
             secret.reveal() for sup in config.suppliers.values() for secret in sup.credentials.values()
@@ -95,11 +97,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .plugin import load_plugins
 
     config = _load(args.config)
-    _setup_logging(args, config)
+    # the daemon logs every order: lines go out in batches (``logs.BATCH_S``)
+    _setup_logging(args, config, logs.BATCH_S)
     plugins = load_plugins(config.plugins_dir)
     daemon = Daemon(config, plugins, notifier=Notifier(), handle_signals=True)
     tune_gc()
-    trio.run(daemon.run)
+    try:
+        trio.run(daemon.run)
+    finally:
+        logs.flush()
     return 0
 
 

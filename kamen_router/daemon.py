@@ -29,6 +29,7 @@ import attrs
 import httpx
 import trio
 
+from . import logs
 from .api import CallbackApi, OrderApi
 from .config import HostPort, RouterConfig, SupplierConfig, load_config
 from .crypto import FieldCipher
@@ -59,6 +60,14 @@ class DaemonInfo:
     dispatcher: Dispatcher
     metrics: Metrics
     daemon: Daemon
+
+
+async def _flush_logs() -> None:
+    """Write batched log lines that have waited ``logs.BATCH_S``; lines that
+    keep coming flush each other."""
+    while True:
+        await trio.sleep(logs.BATCH_S)
+        logs.flush_due()
 
 
 async def serve_simulated_supplier(
@@ -286,6 +295,7 @@ class Daemon:
                 trio.open_nursery() as nursery,
             ):
                 self._nursery, self._pools = nursery, pools
+                nursery.start_soon(_flush_logs)
                 if self.handle_signals:
                     await nursery.start(self._serve_signals)
                 # listeners first: simulated suppliers whose protocol keeps

@@ -98,6 +98,15 @@ def _fits(order: Order, outcome: Outcome, supplier_ref: str | None = None) -> bo
     return bool(goods.receipt or goods.cards or supplier_ref)
 
 
+async def _behind_woken() -> None:
+    """Let the tasks woken just now run before the caller goes on. A woken
+    task runs in the scheduler's next batch, as does a task that
+    checkpoints, in either order; after a second checkpoint the caller runs
+    in the batch after that."""
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    await trio.lowlevel.cancel_shielded_checkpoint()
+
+
 def _describe(exc: BaseException) -> str:
     """An error as a log line: its type and message (never a request, whose
     URL or body may carry credentials)."""
@@ -470,8 +479,30 @@ class Dispatcher:
         order = Order.receive(request, self.wall())
         first = self._first_attempt(order) if route_now else None
         done = self._intake[request.order_id] = trio.Event()
+        nursery = self._nursery
+        admitted: list[BaseException | None] = []
+
+        def admit(stored: Order | None, error: BaseException | None) -> None:
+            # at the commit, before this task resumes. A caller that waits
+            # for the outcome has the order's own task start in the same
+            # scheduler round as this one; any other is answered first,
+            # with the order as received
+            if error is None and stored is None:
+                try:
+                    if route_now:
+                        nursery.start_soon(self._drive, order, first)
+                except RuntimeError as exc:  # a nursery closed by a shutdown
+                    admitted.append(exc)
+                    return
+                admitted.append(None)
+                self._open[order.order_id] = order
+                if first is not None:
+                    self._index(order)
+                self.metrics.orders_received.inc()
+                self.metrics.open_orders.set(self.open_count)
+
         try:
-            stored = await self.journal.create(order)
+            stored = await self.journal.create(order, admit)
         except BaseException:
             if first is not None:
                 self.router.release(first[0].supplier)
@@ -486,12 +517,11 @@ class Dispatcher:
             if stored.request.identity() != request.identity():
                 raise OrderConflict(stored)
             return stored, False
-        self._open[order.order_id] = order
-        if first is not None:
-            self._index(order)
-        self.metrics.orders_received.inc()
-        self.metrics.open_orders.set(self.open_count)
-        self._nursery.start_soon(self._drive, order, first)
+        problem = admitted[0] if admitted else RuntimeError("the intake commit was not followed up")
+        if problem is not None:
+            raise problem  # journaled but not started: the next start drives it
+        if not route_now:
+            nursery.start_soon(self._drive, order, first)
         return order, True
 
     def _first_attempt(self, order: Order) -> tuple[Choice, Attempt] | None:
@@ -548,11 +578,19 @@ class Dispatcher:
                     if self._recent_attempts.get(attempt.key) is old:
                         del self._recent_attempts[attempt.key]
 
-    async def _save(self, order: Order) -> None:
-        await self.journal.save(order)
-        event = self._changed.pop(order.order_id, None)
-        if event is not None:
-            event.set()
+    async def _save(self, order: Order) -> bool:
+        """Journal the order and wake its waiters; True if there were any.
+        They are woken at the commit, to run alongside this task."""
+        woken = False
+
+        def wake(_: None, error: BaseException | None) -> None:
+            nonlocal woken
+            if error is None and (event := self._changed.pop(order.order_id, None)) is not None:
+                event.set()
+                woken = True
+
+        await self.journal.save(order, wake)
+        return woken
 
     # --------------------------------------------------------------- driving
 
@@ -691,7 +729,8 @@ class Dispatcher:
 
     async def _call(self, order: Order, attempt: Attempt, operation: str) -> tuple[Outcome, float]:
         """One submit or query, with unsent requests retried; never raises
-        for a supplier's fault."""
+        for a supplier's fault. Returns the outcome and the last try's
+        latency in seconds, for ``_note``."""
         plugin = self.clients[attempt.supplier]
         request = self._request(order, attempt)
         routing = self.config.routing
@@ -747,6 +786,12 @@ class Dispatcher:
         except Exception as exc:
             # the request may have reached the supplier: never guess
             outcome = Unknown(f"{exc.__class__.__name__}")
+        return outcome, latency
+
+    def _note(self, order: Order, attempt: Attempt, operation: str, outcome: Outcome, latency: float) -> None:
+        """What one call teaches: the supplier's score, the metrics and the
+        log line (``latency`` in seconds)."""
+        metrics = self.metrics
         # a query that cannot say what became of the attempt teaches nothing
         # new: the submit already counted the trouble, and a stuck attempt
         # queried a hundred times must not count as a hundred failures
@@ -773,7 +818,6 @@ class Dispatcher:
             reason=getattr(outcome, "reason", None) or "-",
             latency_ms=round(latency * 1000, 1),
         )
-        return outcome, latency * 1000
 
     async def _query(self, order: Order, attempt: Attempt) -> Outcome:
         """Ask the supplier what became of ``attempt``, holding one of the
@@ -789,7 +833,8 @@ class Dispatcher:
         async with slots:
             if not attempt.live:
                 return Unknown("settled while waiting to query")
-            outcome, _latency = await self._call(order, attempt, "query")
+            outcome, latency = await self._call(order, attempt, "query")
+        self._note(order, attempt, "query", outcome, latency)
         return outcome
 
     def _index(self, order: Order) -> None:
@@ -919,6 +964,8 @@ class Dispatcher:
                     self._submits_done = trio.Event()
                 if tries:
                     self.router.release(attempt.supplier)
+            if not attempt.live or isinstance(outcome, RateLimited):
+                self._note(order, attempt, "submit", outcome, latency)
             if not attempt.live:
                 # a callback settled the attempt while its submit was on the wire
                 log.info("order %s: submit reply after a callback settled %s", order.order_id, attempt.key)
@@ -929,11 +976,19 @@ class Dispatcher:
                     await trio.sleep(wait)
                     continue  # same supplier, same attempt key
                 break
+            answer = outcome
             if isinstance(outcome, NotFound):  # not a submit answer: a plugin fault
                 outcome = Unknown("submit answered not-found")
-            order.record(attempt, outcome, self.wall(), latency)
+            order.record(attempt, outcome, self.wall(), latency * 1000)
             self._after_outcome(order, attempt, outcome)
-            await self._save(order)
+            try:
+                if await self._save(order):
+                    # whoever waits on the order (a POST with wait_s) has
+                    # its answer sent before the score, metrics and log line
+                    # of the call are taken care of
+                    await _behind_woken()
+            finally:
+                self._note(order, attempt, "submit", answer, latency)
             return
         # rate limited throughout: the supplier did not take it
         order.end_attempt(attempt, AttemptState.REJECTED, "rate_limited", self.wall())

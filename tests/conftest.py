@@ -144,6 +144,19 @@ class RunningDaemon:
         await self.done.wait()
 
 
+async def until(predicate: Any, within: float, what: str, step: float = 0.05) -> None:
+    """Poll ``predicate`` (sync or async) until true, for at most ``within`` s."""
+    with trio.move_on_after(within):
+        while True:
+            result = predicate()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await trio.sleep(step)
+    raise AssertionError(f"timed out after {within} s waiting for {what}")
+
+
 async def ledger(base_url: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(trust_env=False) as http:
         reply = await http.get(f"{base_url}/ledger")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import supplier
+from conftest import supplier, until
 
 ORDER = {"order_id": "i1", "sku": "mobile-cmcc-100", "account": "13800138000"}
 SKUS = {"mobile-cmcc-100": {"name": "China Mobile 100"}}
@@ -108,11 +108,18 @@ async def test_each_submit_is_logged_once_with_its_outcome(
         )
         reply = await d.order(ORDER)
         assert (reply["state"], reply["supplier"]) == ("delivered", "dear"), reply
-        submits = [
-            r.kr_fields  # type: ignore[attr-defined]
-            for r in caplog.records
-            if r.name == "kamen_router.orders" and r.getMessage() == "submit"
-        ]
+
+        def submits_logged() -> list[Any]:
+            return [
+                r.kr_fields  # type: ignore[attr-defined]
+                for r in caplog.records
+                if r.name == "kamen_router.orders" and r.getMessage() == "submit"
+            ]
+
+        # the line of the submit that settled the order follows the reply
+        await until(lambda: len(submits_logged()) >= 2, 5, "the second submit's line", step=0.01)
+        await trio.sleep(0.05)  # and no third comes
+        submits = submits_logged()
         assert [(f["supplier"], f["outcome"], f["reason"]) for f in submits] == [
             ("cheap", "rejected", "out_of_stock"),
             ("dear", "delivered", "-"),
@@ -122,3 +129,47 @@ async def test_each_submit_is_logged_once_with_its_outcome(
             assert fields["attempt_key"] == attempt["attempt_key"]
             assert fields["account"] == "*******8000"
             assert fields["latency_ms"] == attempt["latency_ms"]
+
+
+@pytest.mark.parametrize(
+    ("order_id", "seq", "key"),
+    [
+        ("i1", 1, "KRJTM3OZZNP67OR62R7MPAJH3JAN0001"),
+        ("c-t0-b3-99", 2, "KRWRIBDEFPHUPGLTJWY3IEIGPZBQ0002"),
+        ("A" * 64, 9999, "KR2U7NU6TDPSM4Y75VM3MW5H5BBG9999"),
+        ("order:2026-12-03.7_x", 12, "KRNEPFL5JNWQTAGLKUOUAZCOKCWP0012"),
+    ],
+)
+def test_attempt_keys_are_the_ones_suppliers_already_hold(order_id: str, seq: int, key: str) -> None:
+    """The merchant order number of an attempt never changes between
+    versions: a supplier asked about an attempt made before an upgrade must
+    be asked under the number it was given. (Values from the first release:
+    "KR", 26 characters of the base32 of the order id's sha256, the attempt's
+    number in four digits.)"""
+    import base64
+    import hashlib
+
+    from kamen_router.orders import attempt_key
+
+    assert attempt_key(order_id, seq) == key
+    digest = base64.b32encode(hashlib.sha256(order_id.encode()).digest()).decode()
+    assert key == f"KR{digest[:26]}{seq:04d}"
+
+
+def test_reply_timestamps_read_as_datetime_writes_them() -> None:
+    """``created_at``/``updated_at``: UTC with milliseconds, cut from the
+    microseconds the way ``datetime`` rounds and cuts them, across second
+    boundaries and at the edges of rounding."""
+    import datetime
+    import random
+
+    from kamen_router.orders import _iso
+
+    rng = random.Random(7)
+    stamps = [0.0, 1.0e9, 1764792465.0785, 1764792465.9999995, 1764792465.0000005, 4102444799.999]
+    stamps += [rng.uniform(0, 4.1e9) for _ in range(5000)]
+    edges = [0.9995, 0.9999996, 4e-7, 0.5]
+    stamps += [rng.randint(0, 4_100_000_000) + rng.choice(edges) for _ in range(5000)]
+    for ts in stamps:
+        expected = datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+        assert _iso(ts) == expected.replace("+00:00", "Z"), ts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,70 @@ def test_json_lines_scrub_too(monkeypatch: pytest.MonkeyPatch) -> None:
         '{"ts": "2025-11-25T08:00:00.000Z", "level": "error", "logger": "kamen_router.test_logs.json",'
         ' "msg": "reload refused", "problem": "bad key ***", "line": 3}\n'
     )
+
+
+class _CountingStream(io.StringIO):
+    """A stream that counts the writes it is given (each a system call on a
+    real pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _batching(name: str, interval_s: float, max_bytes: int = 64 * 1024) -> tuple[logging.Logger, Any]:
+    from kamen_router.logs import BatchingHandler
+
+    stream = _CountingStream()
+    handler = BatchingHandler(stream, interval_s, max_bytes)
+    handler.setFormatter(LogfmtFormatter())
+    log = logging.getLogger(f"kamen_router.test_logs.batch.{name}")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    return log, stream
+
+
+def test_batched_lines_wait_for_their_interval_then_go_in_one_write() -> None:
+    log, stream = _batching("interval", 0.2)
+    for i in range(20):
+        event(log, "submit", order_id=f"o{i}")
+    assert stream.getvalue() == ""  # held: the interval has not passed
+    handler = log.handlers[0]
+    handler.flush_due()  # type: ignore[attr-defined]
+    assert stream.getvalue() == ""
+    time.sleep(0.25)
+    handler.flush_due()  # type: ignore[attr-defined]
+    lines = stream.getvalue().splitlines()
+    assert [line.split("order_id=")[1] for line in lines] == [f"o{i}" for i in range(20)]
+    assert stream.writes == 1
+    # a line that comes after the interval takes the waiting ones with it
+    event(log, "submit", order_id="late")
+    time.sleep(0.25)
+    event(log, "submit", order_id="later")
+    assert stream.getvalue().splitlines()[-2:][0].endswith("order_id=late")
+    assert stream.writes == 2
+
+
+def test_a_warning_goes_out_at_once_after_the_lines_before_it() -> None:
+    log, stream = _batching("warning", 60)
+    event(log, "submit", order_id="a")
+    event(log, "submit", order_id="b")
+    event(log, "supplier failing", logging.WARNING, supplier="north")
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ")[1] for line in lines] == ["level=info", "level=info", "level=warning"]
+    assert stream.writes == 1
+
+
+def test_a_full_batch_goes_out_without_waiting() -> None:
+    log, stream = _batching("full", 60, max_bytes=1000)
+    for i in range(30):
+        event(log, "submit", order_id=f"o{i:02d}", padding="x" * 40)
+    assert 0 < stream.writes < 30
+    assert len(stream.getvalue()) >= 1000
+    log.handlers[0].flush()
+    assert len(stream.getvalue().splitlines()) == 30

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import trio
 import yaml
-from conftest import RunningDaemon, _prices_as_numbers, ledger, supplier, write_config
+from conftest import RunningDaemon, _prices_as_numbers, ledger, supplier, until, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 import kamen_router.daemon as daemon_module
@@ -119,19 +119,6 @@ async def running(path: Path, *, poll_s: float | None = 0.2) -> AsyncIterator[Ru
             with trio.move_on_after(10):
                 await done.wait()
             nursery.cancel_scope.cancel()
-
-
-async def until(predicate: Any, within: float, what: str, step: float = 0.05) -> None:
-    """Poll ``predicate`` (sync or async) until true, for at most ``within`` s."""
-    with trio.move_on_after(within):
-        while True:
-            result = predicate()
-            if hasattr(result, "__await__"):
-                result = await result
-            if result:
-                return
-            await trio.sleep(step)
-    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
 # ---------------------------------------------------------------- 1. reload
@@ -520,6 +507,13 @@ async def wait_healthy(proc: Proc, sock: Path, within: float = 15) -> None:
 
 
 @pytest.mark.slow
+# The storefront side of this test is an httpx client. When the stopping
+# daemon closes a connection while a POST's body is still being sent, httpx
+# drops the body's iterator half-way and trio reports it when it is
+# collected: a fact about the client, not about the daemon under test.
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx._content.ByteStream.__aiter__' was garbage collected:ResourceWarning"
+)
 async def test_sigterm_under_load_loses_no_acknowledged_order(tmp_path: Path) -> None:
     grace = 3.0
     sim = {"latency_ms": [50, 200], "pending_rate": 0.3, "pending_s": 1}
