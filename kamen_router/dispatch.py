@@ -99,11 +99,10 @@ def _fits(order: Order, outcome: Outcome, supplier_ref: str | None = None) -> bo
 
 
 async def _behind_woken() -> None:
-    """Let the tasks woken just now run before the caller goes on. A woken
-    task runs in the scheduler's next batch, as does a task that
-    checkpoints, in either order; after a second checkpoint the caller runs
-    in the batch after that."""
-    await trio.lowlevel.cancel_shielded_checkpoint()
+    """Let the tasks woken with the caller (at a commit's hand-back, both
+    runnable in the scheduler's next batch, in either order) run before the
+    caller goes on: after a checkpoint, the caller runs in the batch after
+    that."""
     await trio.lowlevel.cancel_shielded_checkpoint()
 
 

@@ -115,6 +115,12 @@ _UPSERT_ATTEMPT = (
 _OPEN_STATES = tuple(s.value for s in State if s not in SETTLED)
 
 
+# JSON for the journal's text columns (made once: json.dumps makes an
+# encoder per call for anything but its defaults)
+_to_text = json.JSONEncoder(ensure_ascii=False).encode
+_to_compact_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _seal(cipher: FieldCipher | None, text: str | None, order_id: str, column: str) -> str | None:
     if text is None or cipher is None:
         return text
@@ -134,7 +140,7 @@ def _open(cipher: FieldCipher | None, text: str | None, order_id: str, column: s
 def _deliverables_text(order: Order, cipher: FieldCipher | None) -> str | None:
     if order.deliverables is None:
         return None
-    text = json.dumps(order.deliverables.to_json(), ensure_ascii=False)
+    text = _to_text(order.deliverables.to_json())
     return _seal(cipher, text, order.order_id, "deliverables")
 
 
@@ -143,7 +149,7 @@ def _order_row(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
         order.order_id,
         _seal(
             cipher,
-            json.dumps(order.request.identity(), separators=(",", ":"), ensure_ascii=False),
+            _to_compact_text(order.request.identity()),
             order.order_id,
             "request",
         ),
@@ -156,7 +162,7 @@ def _order_row(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
         _deliverables_text(order, cipher),
         order.error_code,
         order.error_message,
-        None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
+        None if order.resolution is None else _to_text(order.resolution),
     )
 
 
@@ -172,7 +178,7 @@ def _update_params(order: Order, cipher: FieldCipher | None) -> tuple[Any, ...]:
         _deliverables_text(order, cipher),
         order.error_code,
         order.error_message,
-        None if order.resolution is None else json.dumps(order.resolution, ensure_ascii=False),
+        None if order.resolution is None else _to_text(order.resolution),
         order.order_id,
     )
 

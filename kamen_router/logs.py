@@ -152,47 +152,53 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes lines in batches, one write for many: a line waits at most
     ``interval_s`` (``flush_due``, called by a timer, and the next line
     see to that), a warning or worse goes out at once with everything
-    before it, and so does a batch of ``max_bytes``.
+    before it, and so does a batch of ``max_lines``.
 
     Every write to a pipe wakes its reader (journald), which costs the
     writer far more than the line itself: a daemon that logs every order
-    would spend more on those wake-ups than on routing the order."""
+    would spend more on those wake-ups than on routing the order. Records
+    are formatted when their batch is written, together (their message is
+    fixed when they come: a record's arguments may change later)."""
 
-    def __init__(self, stream: Any, interval_s: float = 0.1, max_bytes: int = 64 * 1024) -> None:
+    def __init__(self, stream: Any, interval_s: float = 0.1, max_lines: int = 512) -> None:
         super().__init__(stream)
         self.interval_s = interval_s
-        self.max_bytes = max_bytes
-        self._lines: list[str] = []
-        self._size = 0
+        self.max_lines = max_lines
+        self._records: list[logging.LogRecord] = []
         self._first_at = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return
+        if record.args:
+            try:
+                record.msg, record.args = record.getMessage(), None
+            except Exception:
+                self.handleError(record)
+                return
         now = time.monotonic()
-        if not self._lines:
+        records = self._records
+        if not records:
             self._first_at = now
-        self._lines.append(line)
-        self._size += len(line)
+        records.append(record)
         if (
             record.levelno >= logging.WARNING
-            or self._size >= self.max_bytes
+            or len(records) >= self.max_lines
             or now - self._first_at >= self.interval_s
         ):
             self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            if not self._lines:
+            if not self._records:
                 return
-            text = "".join(self._lines)
-            self._lines.clear()
-            self._size = 0
+            lines = []
+            for record in self._records:
+                try:
+                    lines.append(self.format(record) + self.terminator)
+                except Exception:
+                    self.handleError(record)
+            self._records.clear()
             try:
-                self.stream.write(text)
+                self.stream.write("".join(lines))
                 self.stream.flush()
             except Exception:
                 # as logging does: a broken stderr never breaks the daemon
@@ -201,7 +207,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def flush_due(self) -> None:
         """Write what has waited ``interval_s`` or longer."""
-        if self._lines and time.monotonic() - self._first_at >= self.interval_s:
+        if self._records and time.monotonic() - self._first_at >= self.interval_s:
             self.flush()
 
 

@@ -36,8 +36,11 @@ def load_yaml(text: str) -> Any:
 
 
 def loads_json(data: bytes | str) -> Any:
-    """Parse JSON with non-integer numbers as Decimal."""
-    return json.loads(data, parse_float=Decimal)
+    """Parse JSON with non-integer numbers as Decimal (bytes in any of the
+    encodings ``json.loads`` detects)."""
+    if isinstance(data, bytes | bytearray):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _DECODER.decode(data)
 
 
 def _json_default(value: Any) -> Any:
@@ -46,9 +49,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# one of each, made once (json.dumps and json.loads make a new one per call
+# for anything but their defaults)
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; Decimals become strings such as ``"99.20"``."""
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def parse_money(value: object) -> Decimal | None:

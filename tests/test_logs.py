@@ -108,11 +108,11 @@ class _CountingStream(io.StringIO):
         return super().write(text)
 
 
-def _batching(name: str, interval_s: float, max_bytes: int = 64 * 1024) -> tuple[logging.Logger, Any]:
+def _batching(name: str, interval_s: float, max_lines: int = 512) -> tuple[logging.Logger, Any]:
     from kamen_router.logs import BatchingHandler
 
     stream = _CountingStream()
-    handler = BatchingHandler(stream, interval_s, max_bytes)
+    handler = BatchingHandler(stream, interval_s, max_lines)
     handler.setFormatter(LogfmtFormatter())
     log = logging.getLogger(f"kamen_router.test_logs.batch.{name}")
     log.handlers[:] = [handler]
@@ -153,10 +153,21 @@ def test_a_warning_goes_out_at_once_after_the_lines_before_it() -> None:
 
 
 def test_a_full_batch_goes_out_without_waiting() -> None:
-    log, stream = _batching("full", 60, max_bytes=1000)
-    for i in range(30):
-        event(log, "submit", order_id=f"o{i:02d}", padding="x" * 40)
-    assert 0 < stream.writes < 30
-    assert len(stream.getvalue()) >= 1000
+    log, stream = _batching("full", 60, max_lines=10)
+    for i in range(25):
+        event(log, "submit", order_id=f"o{i:02d}")
+    assert stream.writes == 2
+    assert len(stream.getvalue().splitlines()) == 20
     log.handlers[0].flush()
-    assert len(stream.getvalue().splitlines()) == 30
+    assert len(stream.getvalue().splitlines()) == 25
+
+
+def test_a_batched_line_says_what_was_true_when_it_was_logged() -> None:
+    """Lines are formatted when their batch is written; a message's
+    arguments are read when it is logged."""
+    log, stream = _batching("args", 60)
+    state = ["pending"]
+    log.info("order o1 is %s", state)
+    state[0] = "delivered"
+    log.handlers[0].flush()
+    assert "order o1 is ['pending']" in stream.getvalue()
