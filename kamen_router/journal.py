@@ -94,6 +94,9 @@ _ATTEMPT_COLUMNS = (
 )
 
 
+#: the page size of a new journal
+PAGE_SIZE = 1024
+
 #: writes taken into one transaction at most (a bound on one commit's time)
 MAX_GROUP = 512
 
@@ -649,6 +652,13 @@ def _connect(path: Path) -> sqlite3.Connection:
         # created owner-only: the journal holds accounts and card secrets
         path.touch(mode=0o600)
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
+    if path.stat().st_size == 0:
+        # A new journal: every commit writes each page it touches to the
+        # WAL whole, and a commit touches about six (two tables, four
+        # indexes) to change a few hundred bytes; pages of 1 KiB (from 4)
+        # take a fifth off each commit. Set only here: a journal keeps the
+        # page size it was made with.
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
     db.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit survives power loss, not only a crash of the process
     db.execute("PRAGMA synchronous=FULL")

@@ -136,3 +136,23 @@ async def test_a_journal_from_a_later_version_is_refused(tmp_path: Path) -> None
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert db.execute("SELECT order_id, state FROM orders").fetchall() == [("old-1", "delivered")]
     assert "attempts_order" in _indexes(path)
+
+
+async def test_a_new_journal_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """Small pages make each commit write less; a journal made before keeps
+    the page size it has (SQLite cannot change it in WAL mode)."""
+    from kamen_router.journal import PAGE_SIZE
+
+    new, old = tmp_path / "new.sqlite3", tmp_path / "old.sqlite3"
+    _old_journal(old, 2)  # made at SQLite's default page size
+    with sqlite3.connect(old) as db:
+        old_size = db.execute("PRAGMA page_size").fetchone()[0]
+    assert old_size != PAGE_SIZE
+    for path in (new, old):
+        journal = await open_journal(path)
+        await journal.close()
+    with sqlite3.connect(new) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 1024
+    with sqlite3.connect(old) as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == old_size
+        assert db.execute("SELECT order_id FROM orders").fetchall() == [("old-1",)]
