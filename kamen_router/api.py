@@ -187,7 +187,7 @@ class OrderApi:
             return Response.error(503, "stopping", "the daemon is shutting down; retry shortly")
         except NotReady:
             return Response.error(503, "starting", "the daemon is recovering; retry shortly")
-        if wait_s > 0 and not order.settled:
+        if wait_s > 0 and not self.dispatcher.settled_on_disk(order):
             order = await self.dispatcher.wait(order, wait_s)
         return Response.json(200 if order.state in FINAL else 202, order.to_json())
 
@@ -251,7 +251,7 @@ class OrderApi:
         order = await self.dispatcher.get(order_id)
         if order is None:
             return Response.error(404, "not_found", f"no order {order_id}")
-        if wait_s > 0 and not order.settled:
+        if wait_s > 0 and not self.dispatcher.settled_on_disk(order):
             order = await self.dispatcher.wait(order, wait_s)
         return Response.json(200 if order.state in FINAL else 202, order.to_json())
 

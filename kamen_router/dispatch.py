@@ -156,6 +156,8 @@ class Dispatcher:
         self._recent_attempts: dict[str, Order] = {}
         self._intake: dict[str, trio.Event] = {}
         self._changed: dict[str, trio.Event] = {}
+        #: saves in flight, by order id: its state in memory is not on disk yet
+        self._saving: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         #: when a drained supplier whose balance cannot be read was first seen so
         self._drained_since: dict[str, float] = {}
@@ -479,26 +481,23 @@ class Dispatcher:
         first = self._first_attempt(order) if route_now else None
         done = self._intake[request.order_id] = trio.Event()
         nursery = self._nursery
-        admitted: list[BaseException | None] = []
+        started: list[BaseException | None] = []
 
         def admit(stored: Order | None, error: BaseException | None) -> None:
-            # at the commit, before this task resumes. A caller that waits
+            # At the commit, before this task resumes: a caller that waits
             # for the outcome has the order's own task start in the same
-            # scheduler round as this one; any other is answered first,
-            # with the order as received
-            if error is None and stored is None:
+            # scheduler round as this one, whichever of the two runs first
+            # (the caller answers only with what is on disk: see
+            # ``settled_on_disk``). Any other caller is answered first, with
+            # the order as received, and starts the task itself.
+            if error is None and stored is None and route_now:
                 try:
-                    if route_now:
-                        nursery.start_soon(self._drive, order, first)
+                    nursery.start_soon(self._drive, order, first)
                 except RuntimeError as exc:  # a nursery closed by a shutdown
-                    admitted.append(exc)
+                    started.append(exc)
                     return
-                admitted.append(None)
-                self._open[order.order_id] = order
-                if first is not None:
-                    self._index(order)
-                self.metrics.orders_received.inc()
-                self.metrics.open_orders.set(self.open_count)
+                started.append(None)
+                self._admit(order, first)
 
         try:
             stored = await self.journal.create(order, admit)
@@ -516,12 +515,28 @@ class Dispatcher:
             if stored.request.identity() != request.identity():
                 raise OrderConflict(stored)
             return stored, False
-        problem = admitted[0] if admitted else RuntimeError("the intake commit was not followed up")
-        if problem is not None:
-            raise problem  # journaled but not started: the next start drives it
         if not route_now:
             nursery.start_soon(self._drive, order, first)
+            self._admit(order, first)
+        elif started != [None]:
+            # journaled but not started (the daemon is stopping): the next
+            # start drives it
+            if first is not None:
+                self.router.release(first[0].supplier)
+            raise (
+                started[0]
+                if started and started[0] is not None
+                else RuntimeError("the order was not started")
+            )
         return order, True
+
+    def _admit(self, order: Order, first: tuple[Choice, Attempt] | None) -> None:
+        """A new order, journaled and its task started, is open."""
+        self._open[order.order_id] = order
+        if first is not None:
+            self._index(order)
+        self.metrics.orders_received.inc()
+        self.metrics.open_orders.set(self.open_count)
 
     def _first_attempt(self, order: Order) -> tuple[Choice, Attempt] | None:
         """Start a new order's first attempt at once, when a supplier can take
@@ -550,7 +565,7 @@ class Dispatcher:
     async def wait(self, order: Order, timeout_s: float) -> Order:
         """Wait up to ``timeout_s`` for the order to settle; return it as it is."""
         with trio.move_on_after(timeout_s):
-            while not order.settled and order.order_id in self._open:
+            while not self.settled_on_disk(order) and order.order_id in self._open:
                 event = self._changed.setdefault(order.order_id, trio.Event())
                 await event.wait()
         return self._cached(order.order_id) or order
@@ -579,17 +594,37 @@ class Dispatcher:
 
     async def _save(self, order: Order) -> bool:
         """Journal the order and wake its waiters; True if there were any.
-        They are woken at the commit, to run alongside this task."""
-        woken = False
+        They are woken at the commit, to run alongside this task. Until the
+        commit, the order's state in memory is not on disk
+        (``settled_on_disk``)."""
+        order_id = order.order_id
+        self._saving[order_id] = self._saving.get(order_id, 0) + 1
+        woken = handed_back = False
 
         def wake(_: None, error: BaseException | None) -> None:
-            nonlocal woken
-            if error is None and (event := self._changed.pop(order.order_id, None)) is not None:
+            nonlocal woken, handed_back
+            handed_back = True
+            self._saved(order_id)
+            if error is None and (event := self._changed.pop(order_id, None)) is not None:
                 event.set()
                 woken = True
 
-        await self.journal.save(order, wake)
+        try:
+            await self.journal.save(order, wake)
+        finally:
+            if not handed_back:  # refused before it was queued
+                self._saved(order_id)
         return woken
+
+    def _saved(self, order_id: str) -> None:
+        left = self._saving.pop(order_id) - 1
+        if left:
+            self._saving[order_id] = left
+
+    def settled_on_disk(self, order: Order) -> bool:
+        """The order is settled, and that is committed: what a reply may
+        call final. (Its own task settles it in memory first, then saves.)"""
+        return order.settled and order.order_id not in self._saving
 
     # --------------------------------------------------------------- driving
 

@@ -173,3 +173,25 @@ def test_reply_timestamps_read_as_datetime_writes_them() -> None:
     for ts in stamps:
         expected = datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
         assert _iso(ts) == expected.replace("+00:00", "Z"), ts
+
+
+async def test_a_waiting_post_is_answered_only_with_what_is_on_disk(make_daemon: Callable[..., Any]) -> None:
+    """An order that fails at once (no supplier under its ceiling) is settled
+    in memory before its commit; on a slow disk, the waiting POST must still
+    answer only once the failure is journaled, never ahead of it."""
+    with trio.fail_after(30):
+        d = await make_daemon({"a": supplier({"mobile-cmcc-100": "98.00"})}, skus=SKUS)
+        journal = d.info.dispatcher.journal
+        save = journal.save
+
+        async def slow_disk(order: Any, then: Any = None) -> None:
+            await trio.sleep(0.2)  # a commit that takes its time
+            await save(order, then)
+
+        journal.save = slow_disk
+        for i in range(8):
+            reply = await d.post({**ORDER, "order_id": f"cap{i}", "max_price": "50", "wait_s": 5})
+            stored = await journal.load(f"cap{i}")
+            assert stored is not None
+            assert (reply.status_code, reply.json()["state"]) == (200, "failed"), reply.json()
+            assert stored.state.value == "failed", "the reply went out before the commit"
